@@ -1,0 +1,200 @@
+//! `spindle up`: loads the app, compiles its components and serves them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::engine::{self, CompileCache, EpochTicker, LoadedComponent};
+use crate::manifest::{self, App, RuntimeConfig};
+use crate::triggers::http::HttpTrigger;
+use crate::triggers::http::routes::Route;
+
+/// Runs a Spin app.
+#[derive(Args, Debug)]
+pub struct UpCommand {
+    /// The app's manifest, or a directory holding `spin.toml`.
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    pub manifest: PathBuf,
+
+    /// Address the HTTP trigger listens on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:3000", env = "SPINDLE_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// Runtime config (TOML) naming the backends of stores, databases and the bus.
+    #[arg(long)]
+    pub runtime_config_file: Option<PathBuf>,
+
+    /// Run the components' build commands first.
+    #[arg(long)]
+    pub build: bool,
+
+    /// Run only this component (repeatable); routes of the others are absent.
+    #[arg(short = 'c', long = "component-id")]
+    pub components: Vec<String>,
+
+    /// Set an app variable, `name=value` (repeatable); beats the manifest default.
+    #[arg(long = "variable", value_name = "NAME=VALUE", value_parser = parse_variable)]
+    pub variables: Vec<(String, String)>,
+
+    /// Where the app keeps its state (key-value and SQLite files, logs).
+    /// Default: `.spin` beside the manifest.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+
+    /// Where compiled components are cached between runs.
+    /// Default: `$XDG_CACHE_HOME/spindle` or `~/.cache/spindle`.
+    #[arg(long, env = "SPINDLE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl UpCommand {
+    /// Validates everything, binds, prints the routes and serves until
+    /// Ctrl-C or SIGTERM.
+    pub fn run(self) -> anyhow::Result<()> {
+        let app = manifest::load(&manifest_file(&self.manifest))?;
+        let _runtime_config = match &self.runtime_config_file {
+            Some(path) => manifest::load_runtime_config(path)?,
+            None => RuntimeConfig::default(),
+        };
+        check_variables(&app, &self.variables)?;
+        let selected = select_components(&app, &self.components)?;
+        if self.build {
+            super::build::build_components(&app, &self.components)?;
+        }
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| app.base_dir.join(".spin"));
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
+
+        let engine = engine::new_engine()?;
+        let linker = engine::new_linker(&engine)?;
+        let cache = CompileCache::new(self.cache_dir.clone().unwrap_or_else(default_cache_dir));
+        let components = selected
+            .iter()
+            .map(|component| LoadedComponent::load(&engine, &linker, &cache, component))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        runtime.block_on(async {
+            let _ticker = EpochTicker::start(&engine);
+            let trigger = Arc::new(HttpTrigger::new(&app, &engine, &components)?);
+            let listener = TcpListener::bind(self.listen)
+                .await
+                .with_context(|| format!("listening on {}", self.listen))?;
+            let address = listener.local_addr()?;
+            print_routes(address, trigger.routes());
+            trigger.serve(listener, shutdown_signal()).await
+        })
+    }
+}
+
+/// `-f` takes a file or a directory holding `spin.toml`, like `spin up`.
+fn manifest_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("spin.toml")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+fn parse_variable(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got `{text}`")),
+    }
+}
+
+/// A `--variable` the app does not declare is almost always a typo.
+fn check_variables(app: &App, variables: &[(String, String)]) -> anyhow::Result<()> {
+    for (name, _) in variables {
+        if !app.variables.contains_key(name) {
+            bail!(
+                "--variable {name}: {} declares no variable `{name}`",
+                app.manifest_path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn select_components<'a>(
+    app: &'a App,
+    only: &[String],
+) -> anyhow::Result<Vec<&'a manifest::Component>> {
+    for id in only {
+        if !app.components.contains_key(id) {
+            bail!(
+                "-c {id}: no component `{id}` in {}",
+                app.manifest_path.display()
+            );
+        }
+    }
+    Ok(app
+        .components
+        .values()
+        .filter(|component| only.is_empty() || only.contains(&component.id))
+        .collect())
+}
+
+fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("spindle")
+}
+
+/// Prints what `spin up` prints, so scripts written for Spin keep working.
+fn print_routes(address: SocketAddr, routes: &[Route]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Serving http://{address}");
+    let _ = writeln!(out, "Available Routes:");
+    for route in routes {
+        let wildcard = if route.is_wildcard() {
+            " (wildcard)"
+        } else {
+            ""
+        };
+        let prefix = route.prefix().trim_end_matches('/');
+        let _ = writeln!(
+            out,
+            "  {}: http://{address}{prefix}{wildcard}",
+            route.component
+        );
+    }
+    let _ = out.flush();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!("cannot listen for SIGTERM: {error}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,332 @@
+//! The wasmtime engine, the data each instance's store holds, the linker, and
+//! component loading through an on-disk compile cache.
+//!
+//! One [`Engine`] serves every component. It uses the pooling allocator (with
+//! copy-on-write memory images) when the machine lets it reserve the address
+//! space, and epoch interruption so that a guest which never yields still
+//! gives the executor back and can be stopped by its deadline.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+// wasmtime 48 has its own error type; its `Context` also covers std errors,
+// and `?` turns the result into `anyhow` at the function boundary.
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::error::Context;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::manifest;
+
+/// How often the engine's epoch advances; the granularity of guest deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Linear memory one instance may grow to unless its component says otherwise.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
+
+/// Component instances the pooling allocator keeps slots for.
+const POOLED_INSTANCES: u32 = 1_000;
+
+/// Creates the host's engine: the pooling allocator when the machine allows
+/// it, the on-demand allocator otherwise.
+pub fn new_engine() -> anyhow::Result<Engine> {
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+    match Engine::new(&config) {
+        Ok(engine) => {
+            tracing::debug!("using the pooling instance allocator");
+            Ok(engine)
+        }
+        Err(error) => {
+            // Typically a `ulimit -v` or a container that refuses the large
+            // virtual reservation the pool needs; correctness is unaffected.
+            tracing::warn!("pooling allocator unavailable ({error:#}); allocating on demand");
+            Ok(Engine::new(&base_config()).context("creating the wasmtime engine")?)
+        }
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .wasm_component_model_async(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true);
+    config
+}
+
+fn pooling_config() -> PoolingAllocationConfig {
+    let mut pooling = PoolingAllocationConfig::default();
+    // A Rust wasip2 component holds a handful of core instances (the program
+    // and the adapter shims) and up to two memories and tables.
+    pooling
+        .total_component_instances(POOLED_INSTANCES)
+        .total_core_instances(POOLED_INSTANCES * 8)
+        .total_memories(POOLED_INSTANCES * 2)
+        .total_tables(POOLED_INSTANCES * 4)
+        .total_stacks(POOLED_INSTANCES)
+        .max_memory_size(DEFAULT_MEMORY_LIMIT as usize);
+    pooling
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Starts the ticker thread for `engine`.
+    pub fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.weak();
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("spindle-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning a thread at start-up");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What one component instance's store holds: one field per capability.
+pub struct InstanceState {
+    /// Resources (streams, requests, handles) the guest holds.
+    table: ResourceTable,
+    /// WASI 0.2 and 0.3 command-line, clock, random and filesystem state.
+    wasi: WasiCtx,
+    /// `wasi:http` state shared by the 0.2 and 0.3 bindings.
+    http: WasiHttpCtx,
+    /// The instance's memory and table limits.
+    limits: StoreLimits,
+}
+
+impl InstanceState {
+    /// Fresh state for one instance of `component`.
+    pub fn new(component: &manifest::Component) -> Self {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stdout().inherit_stderr();
+        for (key, value) in &component.environment {
+            wasi.env(key, value);
+        }
+        let memory_limit = component
+            .spindle
+            .memory_limit
+            .unwrap_or(DEFAULT_MEMORY_LIMIT);
+        Self {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_limit as usize)
+                .build(),
+        }
+    }
+
+    /// The `wasi:http` view the HTTP trigger hands to wasmtime-wasi-http.
+    pub fn http_view(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpView::http(self)
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+/// Creates a store for one instance, with its limits and epoch behaviour set.
+pub fn new_store(engine: &Engine, component: &manifest::Component) -> Store<InstanceState> {
+    let mut store = Store::new(engine, InstanceState::new(component));
+    store.limiter(|state| &mut state.limits);
+    // Yield to the executor at every tick: a busy guest shares its thread, and
+    // its caller's deadline gets a chance to fire.
+    store.epoch_deadline_async_yield_and_update(1);
+    store
+}
+
+/// The linker every component is instantiated with: WASI 0.2 and 0.3 side by
+/// side (spin-sdk 7 guests import both) and `wasi:http` in both versions.
+pub fn new_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("linking WASI 0.2")?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker).context("linking WASI 0.3")?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .context("linking wasi:http 0.2")?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker).context("linking wasi:http 0.3")?;
+    Ok(linker)
+}
+
+/// A component compiled and linked, ready to instantiate.
+pub struct LoadedComponent {
+    /// The component's manifest entry.
+    pub config: Arc<manifest::Component>,
+    /// Imports resolved once, so instantiation is only allocation and init.
+    pub pre: InstancePre<InstanceState>,
+}
+
+impl LoadedComponent {
+    /// Compiles (or loads from `cache`) and links `component`.
+    pub fn load(
+        engine: &Engine,
+        linker: &Linker<InstanceState>,
+        cache: &CompileCache,
+        component: &manifest::Component,
+    ) -> anyhow::Result<Self> {
+        let compiled = cache.load(engine, component)?;
+        let pre = linker.instantiate_pre(&compiled).with_context(|| {
+            format!(
+                "component `{}` imports an interface spindle does not provide",
+                component.id
+            )
+        })?;
+        Ok(Self {
+            config: Arc::new(component.clone()),
+            pre,
+        })
+    }
+}
+
+/// Precompiled components on disk, keyed by the wasm's content and the
+/// engine's compatibility hash, so that a restart does not recompile.
+pub struct CompileCache {
+    dir: PathBuf,
+}
+
+impl CompileCache {
+    /// A cache in `dir` (created when first written).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The compiled form of `component`, from the cache or freshly compiled.
+    pub fn load(
+        &self,
+        engine: &Engine,
+        component: &manifest::Component,
+    ) -> anyhow::Result<Component> {
+        let id = &component.id;
+        let wasm = read_wasm(component)?;
+        let entry = self.dir.join(format!("{}.cwasm", cache_key(engine, &wasm)));
+        if entry.exists() {
+            // SAFETY: `entry` was written by `precompile_component` of an
+            // engine with the same compatibility hash (it is in the name),
+            // into a directory only this cache writes.
+            match unsafe { Component::deserialize_file(engine, &entry) } {
+                Ok(compiled) => {
+                    tracing::info!(component = %id, "loaded from compile cache");
+                    return Ok(compiled);
+                }
+                Err(error) => {
+                    tracing::warn!(component = %id, "unusable cache entry, recompiling: {error:#}")
+                }
+            }
+        }
+        let compiled = engine.precompile_component(&wasm).with_context(|| {
+            format!("component `{id}`: compiling {}", component.source.display())
+        })?;
+        self.store(&entry, &compiled)
+            .with_context(|| format!("writing the compile cache in {}", self.dir.display()))?;
+        tracing::info!(component = %id, "compiled and cached");
+        // SAFETY: as above; the bytes were produced by this engine just now.
+        let compiled = unsafe { Component::deserialize_file(engine, &entry) }
+            .with_context(|| format!("component `{id}`: loading its compiled form"))?;
+        Ok(compiled)
+    }
+
+    fn store(&self, entry: &Path, compiled: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        // Write aside and rename, so a concurrent host never maps half a file.
+        let partial = entry.with_extension(format!("{}.partial", std::process::id()));
+        std::fs::write(&partial, compiled)?;
+        std::fs::rename(&partial, entry)
+    }
+}
+
+fn read_wasm(component: &manifest::Component) -> anyhow::Result<Vec<u8>> {
+    let path = &component.source;
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let hint = match &component.build {
+                Some(build) => format!(
+                    "`spindle build` makes it (runs `{}`)",
+                    build.commands.join(" && ")
+                ),
+                None => format!(
+                    "give it a [component.{}.build] command and run `spindle build`",
+                    component.id
+                ),
+            };
+            anyhow::bail!(
+                "component `{}`: wasm file {} does not exist; {hint}",
+                component.id,
+                path.display()
+            )
+        }
+        Err(error) => Err(anyhow::Error::from(error).context(format!(
+            "component `{}`: reading {}",
+            component.id,
+            path.display()
+        ))),
+    }
+}
+
+fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.update(wasm);
+    hasher
+        .0
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Feeds `std::hash::Hash` data into SHA-256, so the key is stable across
+/// processes (unlike `DefaultHasher`'s seeded output).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only the SHA-256 digest is read")
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}

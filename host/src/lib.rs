@@ -1,0 +1,18 @@
+//! Spindle: a serverless WebAssembly functions platform.
+//!
+//! The host runs the components of a Spin app (`spin.toml`) on one wasmtime
+//! [`Engine`](wasmtime::Engine) and turns outside events into calls on them.
+//! A map of the crate, in the order a request meets it:
+//!
+//! - [`cli`]: the `spindle` subcommands (`up`, `build`), and nothing else.
+//! - [`manifest`]: `spin.toml` and runtime-config parsing and validation; pure.
+//! - [`engine`]: the engine, the per-instance store data, the linker, the
+//!   on-disk compile cache and one `InstancePre` per component.
+//! - [`capabilities`]: one module per host interface granted to guests.
+//! - [`triggers`]: what turns an outside event (an HTTP request) into a call.
+
+pub mod capabilities;
+pub mod cli;
+pub mod engine;
+pub mod manifest;
+pub mod triggers;

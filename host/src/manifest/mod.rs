@@ -1,0 +1,205 @@
+//! The Spin manifest (`spin.toml`, version 2) and the runtime config file.
+//! Parsing is two steps: serde types that mirror the file (`raw`), then
+//! `validate` turns them into the types below, which are always valid. Every
+//! error is one line naming the file and the key, because people read them.
+
+mod raw;
+mod runtime_config;
+mod syntax;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use runtime_config::{
+    DatabaseConfig, KeyValueStoreConfig, MessagingConfig, RuntimeConfig, SqliteDatabaseConfig,
+    load_runtime_config, parse_runtime_config,
+};
+pub use syntax::{
+    SyntaxError, check_component_id, check_route, check_variable_name, parse_duration, parse_size,
+    template_references,
+};
+
+/// A loaded and validated Spin manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    /// The manifest file as given, for error messages.
+    pub manifest_path: PathBuf,
+    /// The directory containing the manifest; relative paths resolve against it.
+    pub base_dir: PathBuf,
+    /// `[application] name`.
+    pub name: String,
+    /// `[application] version`.
+    pub version: Option<String>,
+    /// `[application] description`.
+    pub description: Option<String>,
+    /// `[application.trigger.http] base`, prefixed to every HTTP route; default `/`.
+    pub http_base: String,
+    /// `[variables]`: what the operator may or must provide.
+    pub variables: BTreeMap<String, Variable>,
+    /// `[component.<id>]`, by id.
+    pub components: BTreeMap<String, Component>,
+    /// `[[trigger.http]]` in file order.
+    pub http_triggers: Vec<HttpTrigger>,
+    /// `[[trigger.nats]]`, kept raw until the NATS trigger types them.
+    pub nats_triggers: Vec<toml::Table>,
+}
+
+/// An application variable from `[variables]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    /// Used when no provider supplies a value; `None` only if `required`.
+    pub default: Option<String>,
+    /// The app cannot start without a value from a provider.
+    pub required: bool,
+    /// The value must not be logged.
+    pub secret: bool,
+}
+
+/// A component from `[component.<id>]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component {
+    /// The kebab-case id, also the key in [`App::components`].
+    pub id: String,
+    /// The wasm file, joined to the base dir (not canonicalised, not checked).
+    pub source: PathBuf,
+    /// `description`.
+    pub description: Option<String>,
+    /// Component variables: name -> template that may use `{{ app_var }}`.
+    pub variables: BTreeMap<String, String>,
+    /// Environment variables the guest sees.
+    pub environment: BTreeMap<String, String>,
+    /// Hosts the guest may connect to; may contain `{{ var }}` templates.
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Key-value store labels the guest may open.
+    pub key_value_stores: Vec<String>,
+    /// SQLite database labels the guest may open.
+    pub sqlite_databases: Vec<String>,
+    /// Files mapped into the guest's filesystem.
+    pub files: Vec<FileMount>,
+    /// Glob patterns (relative to the base dir) removed from `files`.
+    pub exclude_files: Vec<String>,
+    /// How `spindle build` builds the source.
+    pub build: Option<BuildConfig>,
+    /// Spindle's own settings from `[component.<id>.tool.spindle]`.
+    pub spindle: SpindleSettings,
+}
+
+/// One entry of a component's `files`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileMount {
+    /// A glob pattern relative to the base dir, mounted at the same path.
+    Pattern(String),
+    /// `{ source, destination }`: a file or directory mounted elsewhere.
+    Placement {
+        /// Joined to the base dir.
+        source: PathBuf,
+        /// An absolute path in the guest.
+        destination: String,
+    },
+}
+
+/// A component's `[component.<id>.build]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildConfig {
+    /// Shell commands run in order (`command` may be a string or a list).
+    pub commands: Vec<String>,
+    /// Where the commands run, joined to the base dir; default the base dir.
+    pub workdir: Option<PathBuf>,
+    /// Glob patterns that trigger a rebuild in watch mode.
+    pub watch: Vec<String>,
+}
+
+/// `[component.<id>.tool.spindle]`; Spin ignores it, so the manifest stays valid for Spin.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SpindleSettings {
+    /// Instances of this component running at once (at least 1).
+    pub max_concurrency: Option<u32>,
+    /// Wall-clock limit per request or message, from e.g. `"30s"` or `"500ms"`.
+    pub timeout: Option<Duration>,
+    /// Linear memory limit per instance in bytes, from e.g. `"64MiB"`.
+    pub memory_limit: Option<u64>,
+    /// The managed database label this component owns.
+    pub database: Option<String>,
+    /// The migrations folder for `database`, joined to the base dir.
+    pub migrations: Option<PathBuf>,
+    /// NATS subjects the component may publish to (wildcards allowed).
+    pub allowed_publish: Vec<String>,
+}
+
+/// One `[[trigger.http]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpTrigger {
+    /// The route, relative to [`App::http_base`].
+    pub route: HttpRoute,
+    /// The id of a component defined in the manifest.
+    pub component: String,
+    /// `executor`, kept raw: Spindle runs every component the same way.
+    pub executor: Option<toml::Table>,
+}
+
+/// An HTTP trigger's `route`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpRoute {
+    /// A route whose syntax [`check_route`] accepted.
+    Route(String),
+    /// `route = { private = true }`: reachable only from other components.
+    Private,
+}
+
+/// Reads, parses and validates the manifest at `path`.
+pub fn load(path: &Path) -> anyhow::Result<App> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read the manifest: {e}", path.display()))?;
+    parse(&text, path)
+}
+
+/// Parses and validates manifest text as if read from `manifest_path`.
+pub fn parse(text: &str, manifest_path: &Path) -> anyhow::Result<App> {
+    validate::parse(text, manifest_path)
+}
+
+/// Turns a toml error into one line: `path:LINE:COL: message`.
+fn toml_error(path: &Path, text: &str, error: &toml::de::Error) -> anyhow::Error {
+    let message = one_line(error.message());
+    match error.span() {
+        Some(span) => {
+            let (line, column) = line_column(text, span.start);
+            anyhow::anyhow!("{}:{line}:{column}: {message}", path.display())
+        }
+        None => anyhow::anyhow!("{}: {message}", path.display()),
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_are_one_based() {
+        let text = "ab\ncdé\nf";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 3), (2, 1));
+        assert_eq!(line_column(text, 8), (3, 1));
+        assert_eq!(line_column(text, 5), (2, 3));
+    }
+
+    #[test]
+    fn multi_line_messages_become_one_line() {
+        assert_eq!(one_line("a\n  b\tc "), "a b c");
+    }
+}

@@ -1,0 +1,217 @@
+//! The HTTP trigger: Spin's routes and `spin-*` headers in front of the
+//! components' `wasi:http` handlers.
+//!
+//! `routes` is the pure table, `handler` the instance policy per component;
+//! this file owns the accept loop, graceful shutdown and the mapping of
+//! outcomes to status codes (no route 404, trap 500, overrun 504).
+
+mod handler;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use wasmtime::Engine;
+use wasmtime_wasi_http::WasiBody;
+use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler};
+
+use crate::engine::LoadedComponent;
+use crate::manifest::{App, HttpRoute};
+use handler::ComponentInstances;
+use routes::{Route, RouteMatch, Router};
+
+/// Spin's health path, answered by the host itself.
+const HEALTH_PATH: &str = "/.well-known/spin/health";
+
+/// How long in-flight requests get to finish once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Routes HTTP requests to the app's components.
+pub struct HttpTrigger {
+    router: Router,
+    handlers: HashMap<String, ProxyHandler<ComponentInstances>>,
+}
+
+impl HttpTrigger {
+    /// Builds the route table for the loaded components; routes of components
+    /// that are not loaded (not selected with `-c`) are left out.
+    pub fn new(app: &App, engine: &Engine, components: &[LoadedComponent]) -> anyhow::Result<Self> {
+        let mut handlers = HashMap::new();
+        let mut routes = Vec::new();
+        for trigger in &app.http_triggers {
+            let Some(loaded) = components.iter().find(|c| c.config.id == trigger.component) else {
+                continue;
+            };
+            if !handlers.contains_key(&trigger.component) {
+                let instances = ComponentInstances::new(engine, loaded)?;
+                handlers.insert(trigger.component.clone(), ProxyHandler::new(instances));
+            }
+            if let HttpRoute::Route(route) = &trigger.route {
+                routes.push(Route::new(&app.http_base, route, &trigger.component));
+            }
+        }
+        Ok(Self {
+            router: Router::new(routes),
+            handlers,
+        })
+    }
+
+    /// The public routes, most specific first.
+    pub fn routes(&self) -> &[Route] {
+        self.router.routes()
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves, then
+    /// stops accepting and lets in-flight requests finish.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!("accept failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let trigger = self.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let trigger = trigger.clone();
+                async move { Ok::<_, Infallible>(trigger.handle(request, client).await) }
+            });
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%client, "connection ended: {error}");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: finishing in-flight requests");
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests still running after {SHUTDOWN_GRACE:?}; exiting");
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<WasiBody> {
+        let path = request.uri().path().to_string();
+        if path == HEALTH_PATH {
+            return text_response(StatusCode::OK, "OK");
+        }
+        let Some(matched) = self.router.route(&path) else {
+            return empty_response(StatusCode::NOT_FOUND);
+        };
+        let Some(handler) = self.handlers.get(&matched.route.component) else {
+            return empty_response(StatusCode::NOT_FOUND);
+        };
+        let request = match guest_request(request, &matched, client) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::debug!("bad request: {error:#}");
+                return empty_response(StatusCode::BAD_REQUEST);
+            }
+        };
+        match handler.handle((), request).await {
+            Ok(response) => response,
+            Err(error) if error.is::<ExpirationError>() => {
+                tracing::warn!(component = %handler.state().id(), %path, "request timed out");
+                empty_response(StatusCode::GATEWAY_TIMEOUT)
+            }
+            Err(error) => {
+                tracing::error!(component = %handler.state().id(), %path, "request failed: {error:?}");
+                empty_response(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+}
+
+/// The request as the guest sees it: an absolute URI and Spin's headers.
+fn guest_request(
+    request: Request<Incoming>,
+    matched: &RouteMatch<'_>,
+    client: SocketAddr,
+) -> anyhow::Result<Request<WasiBody>> {
+    let (mut parts, body) = request.into_parts();
+    let authority = match parts.uri.authority() {
+        Some(authority) => authority.to_string(),
+        None => match parts.headers.get(http::header::HOST) {
+            Some(host) => host.to_str()?.to_string(),
+            None => anyhow::bail!("request has neither an absolute URI nor a Host header"),
+        },
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()?;
+
+    let route = matched.route;
+    let headers = &mut parts.headers;
+    let mut set = |name: &str, value: &str| -> anyhow::Result<()> {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes())?,
+            HeaderValue::from_str(value)?,
+        );
+        Ok(())
+    };
+    set("spin-full-url", &parts.uri.to_string())?;
+    set("spin-path-info", &matched.path_info)?;
+    set("spin-matched-route", &route.full)?;
+    set("spin-base-path", &route.base)?;
+    set("spin-raw-component-route", &route.raw)?;
+    set("spin-component-route", route.raw_prefix())?;
+    set("spin-client-addr", &client.to_string())?;
+    for (name, value) in &matched.params {
+        set(&format!("spin-path-match-{name}"), value)?;
+    }
+    let body = body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
+    Ok(Request::from_parts(parts, body))
+}
+
+fn empty_response(status: StatusCode) -> Response<WasiBody> {
+    let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+}
+
+fn text_response(status: StatusCode, text: &'static str) -> Response<WasiBody> {
+    let body = Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,241 @@
+//! The HTTP trigger, end to end: each test writes a spin.toml, starts the real
+//! `spindle up` on port 0 and talks to it over HTTP. The routing and `spin-*`
+//! header checks use the `http-echo` guest, which answers with what it was given.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{App, Reply, http_manifest};
+
+/// The `spin-*` headers `http-echo` received, as `name → value`.
+fn echoed_headers(reply: &Reply) -> serde_json::Map<String, serde_json::Value> {
+    assert_eq!(reply.status, 200, "http-echo answered {reply:?}");
+    let echo: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_else(|err| {
+        panic!(
+            "http-echo answered something that is not JSON ({err}): {}",
+            reply.body
+        )
+    });
+    echo["headers"]
+        .as_object()
+        .expect("`headers` is an object")
+        .clone()
+}
+
+/// The value of one echoed `spin-*` header, or a panic listing those there were.
+fn echoed_header(reply: &Reply, name: &str) -> String {
+    let headers = echoed_headers(reply);
+    match headers.get(name) {
+        Some(value) => value
+            .as_str()
+            .expect("header values are strings")
+            .to_owned(),
+        None => panic!("the component did not get `{name}`; it got {headers:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hello_route_answers_with_the_components_body() {
+    let app = App::new(&http_manifest(&[("/hello", "hello", "hello")]));
+    let spindle = app.start();
+
+    let reply = spindle.get("/hello").await;
+
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, "Hello from Spindle! You asked for /hello\n");
+}
+
+#[tokio::test]
+async fn named_segment_is_passed_as_spin_path_match_header() {
+    let app = App::new(&http_manifest(&[("/users/:id", "users", "http-echo")]));
+    let spindle = app.start();
+
+    let reply = spindle.get("/users/42").await;
+
+    assert_eq!(echoed_header(&reply, "spin-path-match-id"), "42");
+}
+
+#[tokio::test]
+async fn wildcard_route_passes_the_rest_as_spin_path_info() {
+    let app = App::new(&http_manifest(&[("/files/...", "files", "http-echo")]));
+    let spindle = app.start();
+
+    let reply = spindle.get("/files/a/b.txt").await;
+
+    assert_eq!(echoed_header(&reply, "spin-path-info"), "/a/b.txt");
+    assert_eq!(echoed_header(&reply, "spin-matched-route"), "/files/...");
+    assert_eq!(echoed_header(&reply, "spin-component-route"), "/files");
+    assert_eq!(
+        echoed_header(&reply, "spin-raw-component-route"),
+        "/files/..."
+    );
+    assert_eq!(echoed_header(&reply, "spin-base-path"), "/");
+    let full_url = echoed_header(&reply, "spin-full-url");
+    assert!(
+        full_url.ends_with("/files/a/b.txt"),
+        "spin-full-url is {full_url:?}"
+    );
+    let client_addr = echoed_header(&reply, "spin-client-addr");
+    assert!(
+        client_addr.starts_with("127.0.0.1:"),
+        "spin-client-addr is {client_addr:?}"
+    );
+}
+
+#[tokio::test]
+async fn exact_route_beats_wildcard() {
+    let app = App::new(&http_manifest(&[
+        ("/api/...", "api", "http-echo"),
+        ("/api/status", "status", "http-echo"),
+    ]));
+    let spindle = app.start();
+
+    let exact = spindle.get("/api/status").await;
+    let other = spindle.get("/api/other").await;
+
+    assert_eq!(echoed_header(&exact, "spin-matched-route"), "/api/status");
+    assert_eq!(echoed_header(&other, "spin-matched-route"), "/api/...");
+}
+
+#[tokio::test]
+async fn longest_prefix_wins() {
+    let app = App::new(&http_manifest(&[
+        ("/...", "everything", "http-echo"),
+        ("/api/...", "api", "http-echo"),
+        ("/api/v1/...", "v1", "http-echo"),
+    ]));
+    let spindle = app.start();
+
+    let v1 = spindle.get("/api/v1/things").await;
+    let api = spindle.get("/api/v2/things").await;
+    let root = spindle.get("/elsewhere").await;
+
+    assert_eq!(echoed_header(&v1, "spin-matched-route"), "/api/v1/...");
+    assert_eq!(echoed_header(&v1, "spin-path-info"), "/things");
+    assert_eq!(echoed_header(&api, "spin-matched-route"), "/api/...");
+    assert_eq!(echoed_header(&api, "spin-path-info"), "/v2/things");
+    assert_eq!(echoed_header(&root, "spin-matched-route"), "/...");
+}
+
+#[tokio::test]
+async fn unknown_path_is_404() {
+    let app = App::new(&http_manifest(&[("/hello", "hello", "hello")]));
+    let spindle = app.start();
+
+    let elsewhere = spindle.get("/nothing-here").await;
+    let below_an_exact_route = spindle.get("/hello/more").await;
+
+    assert_eq!(elsewhere.status, 404, "{elsewhere:?}");
+    assert_eq!(below_an_exact_route.status, 404, "{below_an_exact_route:?}");
+}
+
+#[tokio::test]
+async fn trapping_component_answers_500_and_the_next_request_succeeds() {
+    let app = App::new(&http_manifest(&[("/trap/...", "trap", "trap")]));
+    let spindle = app.start();
+
+    let trapped = spindle.get("/trap/boom").await;
+    let next = spindle.get("/trap/again").await;
+
+    assert_eq!(trapped.status, 500, "{trapped:?}");
+    assert_eq!(
+        trapped.body, "",
+        "a trap's cause belongs in the log, not the body"
+    );
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_eq!(next.body, "still alive");
+}
+
+#[tokio::test]
+async fn wasi_0_2_incoming_handler_components_are_served() {
+    let app = App::new(&http_manifest(&[("/p2", "p2", "p2-hello")]));
+    let spindle = app.start();
+
+    let reply = spindle.get("/p2").await;
+
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, "hello from wasi 0.2\n");
+}
+
+#[tokio::test]
+async fn spin_health_endpoint_answers_ok() {
+    let app = App::new(&http_manifest(&[("/hello", "hello", "hello")]));
+    let spindle = app.start();
+
+    let reply = spindle.get("/.well-known/spin/health").await;
+
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, "OK");
+}
+
+#[tokio::test]
+async fn second_start_uses_the_compile_cache() {
+    let app = App::new(&http_manifest(&[("/hello", "hello", "hello")]));
+
+    let first = app.start();
+    first.wait_for_stderr("compiled and cached", Duration::from_secs(10));
+    drop(first);
+    let cached_files = files_under(&app.cache_dir());
+    assert!(
+        !cached_files.is_empty(),
+        "the first start left no file in {}",
+        app.cache_dir().display()
+    );
+
+    let second = app.start();
+    second.wait_for_stderr("loaded from compile cache", Duration::from_secs(10));
+    assert!(
+        !second.stderr().contains("compiled and cached"),
+        "the second start compiled again:\n{}",
+        second.stderr()
+    );
+    assert_eq!(second.get("/hello").await.status, 200);
+}
+
+#[tokio::test]
+async fn up_prints_the_routes() {
+    let app = App::new(&http_manifest(&[
+        ("/hello", "hello", "hello"),
+        ("/files/...", "files", "http-echo"),
+        ("/...", "fallback", "http-echo"),
+    ]));
+    let spindle = app.start();
+    let base = spindle.base_url().to_owned();
+    let expected_routes = [
+        format!("  hello: {base}/hello"),
+        format!("  files: {base}/files (wildcard)"),
+        format!("  fallback: {base} (wildcard)"),
+    ];
+    for route in &expected_routes {
+        spindle.wait_for_stdout(route, Duration::from_secs(10));
+    }
+
+    let stdout = spindle.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], format!("Serving {base}"));
+    assert_eq!(lines[1], "Available Routes:");
+    let mut printed: Vec<&str> = lines[2..].to_vec();
+    let mut expected: Vec<&str> = expected_routes.iter().map(String::as_str).collect();
+    printed.sort();
+    expected.sort();
+    assert_eq!(printed, expected, "stdout was:\n{stdout}");
+}
+
+/// Every regular file below `dir`, however deep.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                files_under(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,425 @@
+//! The harness for tests that start the real `spindle` binary: it builds the
+//! test guests, writes a spin.toml into a temporary directory, runs `spindle up`
+//! on port 0 and waits for the printed `Serving http://…` line — never a fixed
+//! sleep. The child's output is drained by background threads so it never
+//! blocks on a full pipe, and is printed when a test fails.
+
+// Each test file uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long `spindle up` may take to print `Serving …` or to fail: it compiles
+/// every component first, which is slow the first time.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How often the harness looks again at the child's output.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The workspace root: the tests are compiled as integration tests of the
+/// `spindle` package, whose manifest lives in `<root>/host`.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the host package lives inside the workspace")
+}
+
+/// The guest crates the tests run: `tests/guests/*` and `functions/hello`.
+const GUESTS: [&str; 4] = ["http-echo", "trap", "p2-hello", "hello"];
+
+/// Builds every guest in [`GUESTS`] for wasm32-wasip2, once per test process.
+/// Panics with cargo's output if the build fails.
+pub fn build_guests() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        // `CARGO` is the cargo that runs the tests, so the guests are built by
+        // the same toolchain.
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(cargo)
+            .current_dir(workspace_root())
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .arg("--target-dir")
+            .arg(target_dir())
+            .args(GUESTS.iter().flat_map(|guest| ["-p", guest]))
+            .output()
+            .expect("running cargo to build the test guests");
+        assert!(
+            output.status.success(),
+            "building the test guests failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+}
+
+/// `CARGO_TARGET_DIR` (relative to the workspace root) if set, else
+/// `<root>/target`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// The built `.wasm` of a guest crate, e.g. `http-echo` →
+/// `<target>/wasm32-wasip2/release/http_echo.wasm`. Builds the guests first.
+pub fn guest_wasm(name: &str) -> PathBuf {
+    build_guests();
+    let path = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "guest {name} was built but {} is missing",
+        path.display()
+    );
+    path
+}
+
+/// A spin.toml with one HTTP trigger per `(route, component id, guest crate)`;
+/// a component named twice is declared once.
+pub fn http_manifest(routes: &[(&str, &str, &str)]) -> String {
+    let mut manifest =
+        String::from("spin_manifest_version = 2\n\n[application]\nname = \"test-app\"\n");
+    for (route, component, _) in routes {
+        manifest +=
+            &format!("\n[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"{component}\"\n");
+    }
+    let mut declared = Vec::new();
+    for (_, component, guest) in routes {
+        if !declared.contains(component) {
+            declared.push(*component);
+            let source = guest_wasm(guest);
+            manifest += &format!(
+                "\n[component.{component}]\nsource = \"{}\"\n",
+                source.display()
+            );
+        }
+    }
+    manifest
+}
+
+/// An app on disk: a fresh temporary directory holding `spin.toml`, the state
+/// directory and the compile cache, all removed when the `App` is dropped.
+pub struct App {
+    dir: TempDir,
+}
+
+impl App {
+    /// Writes `manifest` as `spin.toml` into a fresh temporary directory.
+    pub fn new(manifest: &str) -> App {
+        let dir = tempfile::tempdir().expect("creating a temporary app directory");
+        std::fs::write(dir.path().join("spin.toml"), manifest).expect("writing spin.toml");
+        App { dir }
+    }
+
+    /// A fresh temporary directory with no `spin.toml` in it, for checking
+    /// what happens when the manifest is missing.
+    pub fn without_manifest() -> App {
+        App {
+            dir: tempfile::tempdir().expect("creating a temporary app directory"),
+        }
+    }
+
+    /// The app's `spin.toml`.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.path().join("spin.toml")
+    }
+
+    /// The compile cache every start of this app shares, so a second start
+    /// can reuse what the first compiled.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// Runs `spindle up` on this app and waits until it serves.
+    pub fn start(&self) -> Spindle {
+        self.start_with(&[])
+    }
+
+    /// Runs `spindle up` on this app with `extra_args` appended, and waits
+    /// until it prints `Serving http://ADDR`. Panics with everything the child
+    /// printed if it exits first or takes longer than [`STARTUP_DEADLINE`].
+    pub fn start_with(&self, extra_args: &[&str]) -> Spindle {
+        let (child, stdout, stderr) = self.spawn_up(extra_args);
+        let mut spindle = Spindle {
+            child,
+            base_url: String::new(),
+            stdout,
+            stderr,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("building the HTTP client"),
+        };
+
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(addr) = spindle
+                .stdout
+                .lines()
+                .iter()
+                .find_map(|line| line.strip_prefix("Serving http://").map(str::to_owned))
+            {
+                spindle.base_url = format!("http://{}", addr.trim());
+                return spindle;
+            }
+            if let Some(status) = spindle.child.try_wait().expect("polling spindle") {
+                spindle.stdout.wait_for_eof(Duration::from_secs(5));
+                spindle.stderr.wait_for_eof(Duration::from_secs(5));
+                panic!("spindle up exited ({status}) before serving; its output follows");
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "spindle up did not print `Serving http://…` within {STARTUP_DEADLINE:?}; its output follows"
+                );
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Starts `spindle up -f <dir>/spin.toml --listen 127.0.0.1:0 …` with its
+    /// output drained into buffers.
+    fn spawn_up(&self, extra_args: &[&str]) -> (Child, Captured, Captured) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .arg("up")
+            .arg("-f")
+            .arg(self.manifest_path())
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(self.dir.path().join(".spin"))
+            .arg("--cache-dir")
+            .arg(self.cache_dir())
+            .args(extra_args)
+            // The binary's own default log filter, whatever the caller's shell
+            // says: the tests look for its info-level lines.
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting spindle");
+        let stdout = Captured::drain(child.stdout.take().expect("stdout is piped"));
+        let stderr = Captured::drain(child.stderr.take().expect("stderr is piped"));
+        (child, stdout, stderr)
+    }
+}
+
+/// A running `spindle up`. Dropping it kills the process; if the test is
+/// failing, the process's stdout and stderr are printed, so the panics of its
+/// methods need not repeat them.
+pub struct Spindle {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, from the `Serving` line.
+    base_url: String,
+    stdout: Captured,
+    stderr: Captured,
+    client: reqwest::Client,
+}
+
+/// What a request got back, read in full so tests can assert on plain values.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code, e.g. `200`.
+    pub status: u16,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as text (lossy if it is not UTF-8).
+    pub body: String,
+}
+
+impl Spindle {
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `GET base_url + path`, read in full. Panics if no response comes back.
+    pub async fn get(&self, path: &str) -> Reply {
+        let url = format!("{}{path}", self.base_url);
+        let response = self
+            .client
+            .get(&url)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("GET {url} failed: {err}; spindle's output follows"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_else(|err| {
+            panic!("reading the body of GET {url}: {err}; spindle's output follows")
+        });
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Everything the process printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.text()
+    }
+
+    /// Everything the process printed on stderr (its logs) so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// Waits until stdout contains `needle`; panics with the output otherwise.
+    pub fn wait_for_stdout(&self, needle: &str, deadline: Duration) {
+        if !self.stdout.wait_for(needle, deadline) {
+            panic!(
+                "spindle did not print {needle:?} on stdout within {deadline:?}; its output follows"
+            );
+        }
+    }
+
+    /// Waits until stderr contains `needle`; panics with the output otherwise.
+    pub fn wait_for_stderr(&self, needle: &str, deadline: Duration) {
+        if !self.stderr.wait_for(needle, deadline) {
+            panic!(
+                "spindle did not log {needle:?} on stderr within {deadline:?}; its output follows"
+            );
+        }
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "--- spindle stdout ---\n{}--- spindle stderr ---\n{}",
+            self.stdout(),
+            self.stderr()
+        )
+    }
+}
+
+impl Drop for Spindle {
+    fn drop(&mut self) {
+        // The process may already have exited; either way it is gone after this.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("{}", self.output());
+        }
+    }
+}
+
+/// Runs `spindle up` on `manifest_text` and expects it to fail at start-up;
+/// see [`App::run_up_expecting_failure`].
+pub fn run_up_expecting_failure(manifest_text: &str) -> (i32, String) {
+    App::new(manifest_text).run_up_expecting_failure()
+}
+
+impl App {
+    /// Runs `spindle up` on this app and expects it to exit non-zero by itself.
+    /// Returns the exit code and stderr. Panics if it starts serving, is
+    /// killed by a signal, or neither exits nor serves within
+    /// [`STARTUP_DEADLINE`].
+    pub fn run_up_expecting_failure(&self) -> (i32, String) {
+        let (mut child, stdout, stderr) = self.spawn_up(&[]);
+        let output = || {
+            format!(
+                "--- spindle stdout ---\n{}--- spindle stderr ---\n{}",
+                stdout.text(),
+                stderr.text()
+            )
+        };
+
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("polling spindle") {
+                break status;
+            }
+            if stdout.text().contains("Serving http://") || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "spindle up was expected to fail but kept running\n{}",
+                    output()
+                );
+            }
+            thread::sleep(POLL_INTERVAL);
+        };
+        stdout.wait_for_eof(Duration::from_secs(5));
+        stderr.wait_for_eof(Duration::from_secs(5));
+        let code = status
+            .code()
+            .unwrap_or_else(|| panic!("spindle was killed by a signal ({status})\n{}", output()));
+        (code, stderr.text())
+    }
+}
+
+/// One output stream of the child, drained line by line by a background
+/// thread into a shared buffer.
+#[derive(Clone)]
+struct Captured {
+    text: Arc<Mutex<String>>,
+    /// Set when the stream reached its end, so the whole output can be shown
+    /// after the process exits.
+    eof: Arc<OnceLock<()>>,
+}
+
+impl Captured {
+    fn drain(stream: impl Read + Send + 'static) -> Captured {
+        let captured = Captured {
+            text: Arc::default(),
+            eof: Arc::default(),
+        };
+        let sink = captured.clone();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut line = Vec::new();
+            // Lines are read as bytes so that invalid UTF-8 cannot stop the drain.
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                sink.text
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+            }
+            let _ = sink.eof.set(());
+        });
+        captured
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// The complete lines so far.
+    fn lines(&self) -> Vec<String> {
+        let text = self.text();
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(|l| l.trim_end().to_owned())
+            .collect()
+    }
+
+    fn wait_for(&self, needle: &str, deadline: Duration) -> bool {
+        let end = Instant::now() + deadline;
+        loop {
+            if self.text().contains(needle) {
+                return true;
+            }
+            if Instant::now() > end {
+                return false;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn wait_for_eof(&self, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        while self.eof.get().is_none() && Instant::now() < end {
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
