@@ -22,6 +22,9 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capabilities::{
+    self, AppCapabilities, key_value, outbound_http, postgres, sqlite, variables,
+};
 use crate::manifest;
 
 /// How often the engine's epoch advances; the granularity of guest deadlines.
@@ -112,18 +115,29 @@ impl Drop for EpochTicker {
 /// What one component instance's store holds: one field per capability.
 pub struct InstanceState {
     /// Resources (streams, requests, handles) the guest holds.
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     /// WASI 0.2 and 0.3 command-line, clock, random and filesystem state.
     wasi: WasiCtx,
     /// `wasi:http` state shared by the 0.2 and 0.3 bindings.
     http: WasiHttpCtx,
     /// The instance's memory and table limits.
     limits: StoreLimits,
+    /// `spin:variables`.
+    pub(crate) variables: variables::InstanceState,
+    /// `spin:key-value`.
+    pub(crate) key_value: key_value::InstanceState,
+    /// `spin:sqlite`.
+    pub(crate) sqlite: sqlite::InstanceState,
+    /// `spin:postgres`.
+    pub(crate) postgres: postgres::InstanceState,
+    /// Outbound `wasi:http` policy and service chaining.
+    pub(crate) outbound_http: outbound_http::InstanceState,
 }
 
 impl InstanceState {
     /// Fresh state for one instance of `component`.
-    pub fn new(component: &manifest::Component) -> Self {
+    pub fn new(component: &manifest::Component, capabilities: &AppCapabilities) -> Self {
+        let id = component.id.as_str();
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stdout().inherit_stderr();
         for (key, value) in &component.environment {
@@ -140,6 +154,11 @@ impl InstanceState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_limit as usize)
                 .build(),
+            variables: capabilities.variables.instance_state(id),
+            key_value: capabilities.key_value.instance_state(id),
+            sqlite: capabilities.sqlite.instance_state(id),
+            postgres: capabilities.postgres.instance_state(id),
+            outbound_http: capabilities.outbound_http.instance_state(id),
         }
     }
 
@@ -169,8 +188,12 @@ impl WasiHttpView for InstanceState {
 }
 
 /// Creates a store for one instance, with its limits and epoch behaviour set.
-pub fn new_store(engine: &Engine, component: &manifest::Component) -> Store<InstanceState> {
-    let mut store = Store::new(engine, InstanceState::new(component));
+pub fn new_store(
+    engine: &Engine,
+    component: &manifest::Component,
+    capabilities: &AppCapabilities,
+) -> Store<InstanceState> {
+    let mut store = Store::new(engine, InstanceState::new(component, capabilities));
     store.limiter(|state| &mut state.limits);
     // Yield to the executor at every tick: a busy guest shares its thread, and
     // its caller's deadline gets a chance to fire.
@@ -179,7 +202,8 @@ pub fn new_store(engine: &Engine, component: &manifest::Component) -> Store<Inst
 }
 
 /// The linker every component is instantiated with: WASI 0.2 and 0.3 side by
-/// side (spin-sdk 7 guests import both) and `wasi:http` in both versions.
+/// side (spin-sdk 7 guests import both), `wasi:http` in both versions, and
+/// the capabilities.
 pub fn new_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("linking WASI 0.2")?;
@@ -187,6 +211,7 @@ pub fn new_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .context("linking wasi:http 0.2")?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker).context("linking wasi:http 0.3")?;
+    capabilities::add_to_linker(&mut linker).context("linking the capabilities")?;
     Ok(linker)
 }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod services;
+
 /// How long `spindle up` may take to print `Serving …` or to fail: it compiles
 /// every component first, which is slow the first time.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
@@ -31,10 +33,23 @@ pub fn workspace_root() -> &'static Path {
         .expect("the host package lives inside the workspace")
 }
 
-/// The guest crates the tests run: `tests/guests/*` and `functions/hello`.
-const GUESTS: [&str; 4] = ["http-echo", "trap", "p2-hello", "hello"];
+/// The guest crates the tests run: every crate under `tests/guests/` and
+/// `functions/` (a crate's package name is its directory name).
+fn guests() -> Vec<String> {
+    ["tests/guests", "functions"]
+        .iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(workspace_root().join(dir))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .filter(|entry| entry.path().join("Cargo.toml").is_file())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
 
-/// Builds every guest in [`GUESTS`] for wasm32-wasip2, once per test process.
+/// Builds every guest of [`guests`] for wasm32-wasip2, once per test process.
 /// Panics with cargo's output if the build fails.
 pub fn build_guests() {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -47,7 +62,7 @@ pub fn build_guests() {
             .args(["build", "--release", "--target", "wasm32-wasip2"])
             .arg("--target-dir")
             .arg(target_dir())
-            .args(GUESTS.iter().flat_map(|guest| ["-p", guest]))
+            .args(guests().iter().flat_map(|guest| ["-p", guest.as_str()]))
             .output()
             .expect("running cargo to build the test guests");
         assert!(

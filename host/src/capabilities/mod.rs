@@ -1,5 +1,72 @@
 //! Host interfaces granted to guests, one module per capability.
 //!
-//! Every capability has the same shape: its `Config` from the runtime config,
-//! an `AppState` built once by `configure`, a cheap per-instance
-//! `InstanceState`, and one `add_to_linker`. None reaches into another's state.
+//! Every capability has the same shape: an `AppState` built once by
+//! `configure` (validates grants, opens pools, fails fast), a cheap
+//! per-instance `InstanceState`, and one `add_to_linker`. None reaches into
+//! another's state; what one needs from another is passed at configure time.
+
+pub mod key_value;
+pub mod outbound_http;
+pub mod postgres;
+pub mod sqlite;
+pub mod variables;
+
+use std::path::PathBuf;
+
+use wasmtime::component::Linker;
+
+use crate::engine;
+use crate::manifest::{App, RuntimeConfig};
+
+/// What capabilities take from the command line rather than the manifest.
+#[derive(Debug, Default, Clone)]
+pub struct HostSettings {
+    /// Where default stores and databases keep their files.
+    pub state_dir: PathBuf,
+    /// `--variable name=value`, in order (later wins).
+    pub cli_variables: Vec<(String, String)>,
+    /// `--sqlite` statements, run against the `default` database at start-up.
+    pub sqlite_statements: Vec<String>,
+}
+
+/// Every capability's per-app state.
+pub struct AppCapabilities {
+    /// `spin:variables`.
+    pub variables: variables::AppState,
+    /// `spin:key-value`.
+    pub key_value: key_value::AppState,
+    /// `spin:sqlite`.
+    pub sqlite: sqlite::AppState,
+    /// `spin:postgres`.
+    pub postgres: postgres::AppState,
+    /// Outbound `wasi:http` and service chaining.
+    pub outbound_http: outbound_http::AppState,
+}
+
+impl AppCapabilities {
+    /// Configures every capability for `app`, failing on the first problem.
+    pub async fn configure(
+        app: &App,
+        runtime_config: &RuntimeConfig,
+        settings: &HostSettings,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            variables: variables::AppState::configure(app, settings)?,
+            key_value: key_value::AppState::configure(app, runtime_config, settings).await?,
+            sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
+            postgres: postgres::AppState::configure(app, runtime_config, settings).await?,
+            outbound_http: outbound_http::AppState::configure(app, runtime_config, settings)
+                .await?,
+        })
+    }
+}
+
+/// Links every capability's interfaces.
+pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
+    variables::add_to_linker(linker)?;
+    key_value::add_to_linker(linker)?;
+    sqlite::add_to_linker(linker)?;
+    postgres::add_to_linker(linker)?;
+    outbound_http::add_to_linker(linker)?;
+    Ok(())
+}

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::net::TcpListener;
 
+use crate::capabilities::{AppCapabilities, HostSettings};
 use crate::engine::{self, CompileCache, EpochTicker, LoadedComponent};
 use crate::manifest::{self, App, RuntimeConfig};
 use crate::triggers::http::HttpTrigger;
@@ -45,6 +46,11 @@ pub struct UpCommand {
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
 
+    /// SQL run against the `default` SQLite database before serving; `@file`
+    /// reads it from a file (repeatable, in order).
+    #[arg(long = "sqlite", value_name = "SQL|@FILE")]
+    pub sqlite: Vec<String>,
+
     /// Where compiled components are cached between runs.
     /// Default: `$XDG_CACHE_HOME/spindle` or `~/.cache/spindle`.
     #[arg(long, env = "SPINDLE_CACHE_DIR")]
@@ -56,7 +62,7 @@ impl UpCommand {
     /// Ctrl-C or SIGTERM.
     pub fn run(self) -> anyhow::Result<()> {
         let app = manifest::load(&manifest_file(&self.manifest))?;
-        let _runtime_config = match &self.runtime_config_file {
+        let runtime_config = match &self.runtime_config_file {
             Some(path) => manifest::load_runtime_config(path)?,
             None => RuntimeConfig::default(),
         };
@@ -71,6 +77,11 @@ impl UpCommand {
             .unwrap_or_else(|| app.base_dir.join(".spin"));
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
+        let settings = HostSettings {
+            state_dir,
+            cli_variables: self.variables.clone(),
+            sqlite_statements: sqlite_statements(&self.sqlite)?,
+        };
 
         let engine = engine::new_engine()?;
         let linker = engine::new_linker(&engine)?;
@@ -85,8 +96,10 @@ impl UpCommand {
             .build()
             .context("starting the async runtime")?;
         runtime.block_on(async {
+            let capabilities =
+                Arc::new(AppCapabilities::configure(&app, &runtime_config, &settings).await?);
             let _ticker = EpochTicker::start(&engine);
-            let trigger = Arc::new(HttpTrigger::new(&app, &engine, &components)?);
+            let trigger = Arc::new(HttpTrigger::new(&app, &engine, &capabilities, &components)?);
             let listener = TcpListener::bind(self.listen)
                 .await
                 .with_context(|| format!("listening on {}", self.listen))?;
@@ -95,6 +108,18 @@ impl UpCommand {
             trigger.serve(listener, shutdown_signal()).await
         })
     }
+}
+
+/// `--sqlite` values: SQL text, or `@path` to read it from a file.
+fn sqlite_statements(values: &[String]) -> anyhow::Result<Vec<String>> {
+    values
+        .iter()
+        .map(|value| match value.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("--sqlite @{path}: cannot read the file")),
+            None => Ok(value.clone()),
+        })
+        .collect()
 }
 
 /// `-f` takes a file or a directory holding `spin.toml`, like `spin up`.

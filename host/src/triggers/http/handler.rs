@@ -18,6 +18,7 @@ use wasmtime_wasi_http::handler::{
     HandlerState, Instance, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
 };
 
+use crate::capabilities::AppCapabilities;
 use crate::engine::{self, InstanceState, LoadedComponent};
 use crate::manifest;
 
@@ -51,6 +52,7 @@ const P2_REUSE: ReusePolicy = ReusePolicy {
 /// Makes instances of one HTTP component for wasmtime-wasi-http's handler.
 pub struct ComponentInstances {
     engine: Engine,
+    capabilities: Arc<AppCapabilities>,
     component: Arc<manifest::Component>,
     pre: ProxyPre<InstanceState>,
     reuse: ReusePolicy,
@@ -59,7 +61,11 @@ pub struct ComponentInstances {
 
 impl ComponentInstances {
     /// Checks that `loaded` exports an HTTP handler, in either WASI version.
-    pub fn new(engine: &Engine, loaded: &LoadedComponent) -> anyhow::Result<Self> {
+    pub fn new(
+        engine: &Engine,
+        capabilities: &Arc<AppCapabilities>,
+        loaded: &LoadedComponent,
+    ) -> anyhow::Result<Self> {
         let component = loaded.config.clone();
         let (pre, reuse) = match wasmtime_wasi_http::p3::bindings::ServicePre::new(
             loaded.pre.clone(),
@@ -80,6 +86,7 @@ impl ComponentInstances {
         let request_timeout = component.spindle.timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         Ok(Self {
             engine: engine.clone(),
+            capabilities: capabilities.clone(),
             component,
             pre,
             reuse,
@@ -101,7 +108,7 @@ impl HandlerState for ComponentInstances {
     async fn instantiate(
         &self,
     ) -> wasmtime::Result<Instance<InstanceState, Expiration, InstancePolicy>> {
-        let mut store = engine::new_store(&self.engine, &self.component);
+        let mut store = engine::new_store(&self.engine, &self.component, &self.capabilities);
         let proxy = self.pre.instantiate_async(&mut store).await?;
         tracing::debug!(component = %self.component.id, "instance started");
         Ok(Instance {

@@ -26,6 +26,7 @@ use wasmtime::Engine;
 use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler};
 
+use crate::capabilities::AppCapabilities;
 use crate::engine::LoadedComponent;
 use crate::manifest::{App, HttpRoute};
 use handler::ComponentInstances;
@@ -46,7 +47,12 @@ pub struct HttpTrigger {
 impl HttpTrigger {
     /// Builds the route table for the loaded components; routes of components
     /// that are not loaded (not selected with `-c`) are left out.
-    pub fn new(app: &App, engine: &Engine, components: &[LoadedComponent]) -> anyhow::Result<Self> {
+    pub fn new(
+        app: &App,
+        engine: &Engine,
+        capabilities: &Arc<AppCapabilities>,
+        components: &[LoadedComponent],
+    ) -> anyhow::Result<Self> {
         let mut handlers = HashMap::new();
         let mut routes = Vec::new();
         for trigger in &app.http_triggers {
@@ -54,7 +60,7 @@ impl HttpTrigger {
                 continue;
             };
             if !handlers.contains_key(&trigger.component) {
-                let instances = ComponentInstances::new(engine, loaded)?;
+                let instances = ComponentInstances::new(engine, capabilities, loaded)?;
                 handlers.insert(trigger.component.clone(), ProxyHandler::new(instances));
             }
             if let HttpRoute::Route(route) = &trigger.route {
