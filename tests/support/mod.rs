@@ -163,7 +163,12 @@ impl App {
     /// until it prints `Serving http://ADDR`. Panics with everything the child
     /// printed if it exits first or takes longer than [`STARTUP_DEADLINE`].
     pub fn start_with(&self, extra_args: &[&str]) -> Spindle {
-        let (child, stdout, stderr) = self.spawn_up(extra_args);
+        self.start_with_env(extra_args, &[])
+    }
+
+    /// Like [`App::start_with`], with extra environment variables for the host.
+    pub fn start_with_env(&self, extra_args: &[&str], env: &[(&str, &str)]) -> Spindle {
+        let (child, stdout, stderr) = self.spawn_up(extra_args, env);
         let mut spindle = Spindle {
             child,
             base_url: String::new(),
@@ -202,7 +207,7 @@ impl App {
 
     /// Starts `spindle up -f <dir>/spin.toml --listen 127.0.0.1:0 …` with its
     /// output drained into buffers.
-    fn spawn_up(&self, extra_args: &[&str]) -> (Child, Captured, Captured) {
+    fn spawn_up(&self, extra_args: &[&str], env: &[(&str, &str)]) -> (Child, Captured, Captured) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
             .arg("up")
             .arg("-f")
@@ -217,6 +222,7 @@ impl App {
             // says: the tests look for its info-level lines.
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -339,7 +345,7 @@ impl App {
     /// killed by a signal, or neither exits nor serves within
     /// [`STARTUP_DEADLINE`].
     pub fn run_up_expecting_failure(&self) -> (i32, String) {
-        let (mut child, stdout, stderr) = self.spawn_up(&[]);
+        let (mut child, stdout, stderr) = self.spawn_up(&[], &[]);
         let output = || {
             format!(
                 "--- spindle stdout ---\n{}--- spindle stderr ---\n{}",
