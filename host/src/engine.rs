@@ -23,7 +23,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::{
-    self, AppCapabilities, key_value, outbound_http, postgres, sqlite, variables,
+    self, AppCapabilities, key_value, outbound_http, postgres, sql, sqlite, variables,
 };
 use crate::manifest;
 
@@ -130,6 +130,8 @@ pub struct InstanceState {
     pub(crate) sqlite: sqlite::InstanceState,
     /// `spin:postgres`.
     pub(crate) postgres: postgres::InstanceState,
+    /// `spindle:platform/sql`.
+    pub(crate) sql: sql::InstanceState,
     /// Outbound `wasi:http` policy and service chaining.
     pub(crate) outbound_http: outbound_http::InstanceState,
 }
@@ -158,6 +160,7 @@ impl InstanceState {
             key_value: capabilities.key_value.instance_state(id),
             sqlite: capabilities.sqlite.instance_state(id),
             postgres: capabilities.postgres.instance_state(id),
+            sql: capabilities.sql.instance_state(id),
             outbound_http: capabilities.outbound_http.instance_state(id),
         }
     }

@@ -11,6 +11,7 @@
 //! - [`capabilities`]: one module per host interface granted to guests.
 //! - [`triggers`]: what turns an outside event (an HTTP request) into a call.
 
+pub mod bus;
 pub mod capabilities;
 pub mod cli;
 pub mod engine;

@@ -265,18 +265,34 @@ impl Spindle {
 
     /// `GET base_url + path`, read in full. Panics if no response comes back.
     pub async fn get(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// `POST`s `body` to `path` on the app.
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.send(reqwest::Method::POST, path, Some(body.to_string()))
+            .await
+    }
+
+    /// Sends one request and reads the whole answer; panics (showing the
+    /// host's output) if there is no answer.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Reply {
         let url = format!("{}{path}", self.base_url);
-        let response = self
+        let mut request = self
             .client
-            .get(&url)
-            .timeout(Duration::from_secs(30))
+            .request(method.clone(), &url)
+            .timeout(Duration::from_secs(30));
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request
             .send()
             .await
-            .unwrap_or_else(|err| panic!("GET {url} failed: {err}; spindle's output follows"));
+            .unwrap_or_else(|err| panic!("{method} {url} failed: {err}; spindle's output follows"));
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.text().await.unwrap_or_else(|err| {
-            panic!("reading the body of GET {url}: {err}; spindle's output follows")
+            panic!("reading the body of {method} {url}: {err}; spindle's output follows")
         });
         Reply {
             status,
@@ -345,7 +361,12 @@ impl App {
     /// killed by a signal, or neither exits nor serves within
     /// [`STARTUP_DEADLINE`].
     pub fn run_up_expecting_failure(&self) -> (i32, String) {
-        let (mut child, stdout, stderr) = self.spawn_up(&[], &[]);
+        self.run_up_expecting_failure_with(&[])
+    }
+
+    /// Like [`App::run_up_expecting_failure`], with extra `spindle up` flags.
+    pub fn run_up_expecting_failure_with(&self, extra_args: &[&str]) -> (i32, String) {
+        let (mut child, stdout, stderr) = self.spawn_up(extra_args, &[]);
         let output = || {
             format!(
                 "--- spindle stdout ---\n{}--- spindle stderr ---\n{}",

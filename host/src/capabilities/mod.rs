@@ -8,6 +8,7 @@
 pub mod key_value;
 pub mod outbound_http;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 pub mod variables;
 
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use wasmtime::component::Linker;
 
+use crate::bus::Bus;
 use crate::engine;
 use crate::manifest::{App, RuntimeConfig};
 
@@ -39,22 +41,27 @@ pub struct AppCapabilities {
     pub sqlite: sqlite::AppState,
     /// `spin:postgres`.
     pub postgres: postgres::AppState,
+    /// `spindle:platform/sql`: each component's managed database.
+    pub sql: sql::AppState,
     /// Outbound `wasi:http` and service chaining.
     pub outbound_http: outbound_http::AppState,
 }
 
 impl AppCapabilities {
     /// Configures every capability for `app`, failing on the first problem.
+    /// `bus` is where outbox messages are relayed.
     pub async fn configure(
         app: &App,
         runtime_config: &RuntimeConfig,
         settings: &HostSettings,
+        bus: &Bus,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             variables: variables::AppState::configure(app, settings)?,
             key_value: key_value::AppState::configure(app, runtime_config, settings).await?,
             sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
             postgres: postgres::AppState::configure(app, runtime_config, settings).await?,
+            sql: sql::AppState::configure(app, runtime_config, settings, bus).await?,
             outbound_http: outbound_http::AppState::configure(app, runtime_config, settings)
                 .await?,
         })
@@ -67,6 +74,7 @@ pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Re
     key_value::add_to_linker(linker)?;
     sqlite::add_to_linker(linker)?;
     postgres::add_to_linker(linker)?;
+    sql::add_to_linker(linker)?;
     outbound_http::add_to_linker(linker)?;
     Ok(())
 }

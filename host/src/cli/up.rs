@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::net::TcpListener;
 
+use crate::bus::Bus;
 use crate::capabilities::{AppCapabilities, HostSettings};
 use crate::engine::{self, CompileCache, EpochTicker, LoadedComponent};
 use crate::manifest::{self, App, RuntimeConfig};
@@ -96,8 +97,9 @@ impl UpCommand {
             .build()
             .context("starting the async runtime")?;
         runtime.block_on(async {
+            let bus = Bus::connect(runtime_config.messaging.as_ref()).await?;
             let capabilities =
-                Arc::new(AppCapabilities::configure(&app, &runtime_config, &settings).await?);
+                Arc::new(AppCapabilities::configure(&app, &runtime_config, &settings, &bus).await?);
             let _ticker = EpochTicker::start(&engine);
             let trigger = Arc::new(HttpTrigger::new(&app, &engine, &capabilities, &components)?);
             let listener = TcpListener::bind(self.listen)

@@ -1,0 +1,395 @@
+//! `spindle:platform/sql@0.1.0`: the component's own managed database.
+//!
+//! Granted by `[component.x.tool.spindle] database = "label"`; the backend is
+//! a SQLite file under the state dir unless the runtime config maps the label
+//! (`[database.label] url = "postgres://..."`). The guest never sees where
+//! its database lives and cannot name another. At start-up the host applies
+//! the component's migrations (`migrations/<component>/` unless the manifest
+//! says otherwise) and starts the outbox relay, before anything is served.
+
+mod database;
+mod migrations;
+mod outbox;
+mod params;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use tracing::Instrument;
+use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
+
+use super::HostSettings;
+use crate::bus::{Bus, Message};
+use crate::engine;
+use crate::manifest::{App, Component, RuntimeConfig};
+use database::{Database, Transaction};
+use outbox::RelayWaker;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "spindle:platform/service-imports",
+        imports: { default: trappable | tracing },
+        with: {
+            "spindle:platform/sql.transaction": super::TransactionHandle,
+        },
+    });
+}
+
+use bindings::spindle::platform::sql::{self as wit, Error, RowSet, Value};
+
+/// Every component's database, opened and migrated at start-up.
+pub struct AppState {
+    databases: HashMap<String, Arc<ComponentDatabase>>,
+}
+
+/// One component's database and the relay of its outbox.
+struct ComponentDatabase {
+    database: Database,
+    relay: RelayWaker,
+}
+
+impl AppState {
+    /// Opens the database of every component that declares one, applies its
+    /// migrations and starts its outbox relay to `bus`. A label may belong to
+    /// one component only: each service owns its data.
+    pub async fn configure(
+        app: &App,
+        runtime_config: &RuntimeConfig,
+        settings: &HostSettings,
+        bus: &Bus,
+    ) -> anyhow::Result<Self> {
+        let mut owners: HashMap<&str, &str> = HashMap::new();
+        let mut databases = HashMap::new();
+        for component in app.components.values() {
+            let Some(label) = component.spindle.database.as_deref() else {
+                continue;
+            };
+            if let Some(owner) = owners.insert(label, &component.id) {
+                bail!(
+                    "database `{label}` is declared by both `{owner}` and `{}`; \
+                     each component owns its own database",
+                    component.id
+                );
+            }
+            let database = open(app, component, label, runtime_config, settings)
+                .await
+                .with_context(|| format!("component `{}`: database `{label}`", component.id))?;
+            let relay = outbox::start_relay(component.id.clone(), database.clone(), bus.clone());
+            databases.insert(
+                component.id.clone(),
+                Arc::new(ComponentDatabase { database, relay }),
+            );
+        }
+        Ok(Self { databases })
+    }
+
+    /// The database `component` may use, if it declared one.
+    pub fn instance_state(&self, component: &str) -> InstanceState {
+        InstanceState {
+            database: self.databases.get(component).cloned(),
+        }
+    }
+}
+
+async fn open(
+    app: &App,
+    component: &Component,
+    label: &str,
+    runtime_config: &RuntimeConfig,
+    settings: &HostSettings,
+) -> anyhow::Result<Database> {
+    let database = match runtime_config.databases.get(label) {
+        Some(config) => Database::open_postgres(&config.url)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to PostgreSQL database `{}`",
+                    database::database_name(&config.url)
+                )
+            })?,
+        None => {
+            let path = settings
+                .state_dir
+                .join("databases")
+                .join(format!("{label}.db"));
+            Database::open_sqlite(&path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?
+        }
+    };
+    if let Some(folder) = migrations_folder(app, component) {
+        migrations::apply(&database, &folder).await?;
+    }
+    outbox::create_table(&database)
+        .await
+        .context("creating the outbox table")?;
+    tracing::info!(component = %component.id, database = %label, backend = database.backend(), "database ready");
+    Ok(database)
+}
+
+/// The manifest's `migrations` folder, or `migrations/<component>` beside
+/// the manifest when that exists.
+fn migrations_folder(app: &App, component: &Component) -> Option<PathBuf> {
+    component.spindle.migrations.clone().or_else(|| {
+        let conventional = app.base_dir.join("migrations").join(&component.id);
+        conventional.is_dir().then_some(conventional)
+    })
+}
+
+/// One instance's access: its component's database, if any.
+#[derive(Default)]
+pub struct InstanceState {
+    database: Option<Arc<ComponentDatabase>>,
+}
+
+/// An open transaction as the guest holds it. `open` is taken while a call
+/// runs and is `None` once committed or rolled back.
+pub struct TransactionHandle {
+    open: Option<Transaction>,
+    owner: Arc<ComponentDatabase>,
+}
+
+/// Links the interface.
+pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<_, Sql>(linker, |state| SqlView {
+        state: &mut state.sql,
+        table: &mut state.table,
+    })
+}
+
+struct Sql;
+
+impl HasData for Sql {
+    type Data<'a> = SqlView<'a>;
+}
+
+/// What the host functions reach: this capability's state and the resources.
+pub struct SqlView<'a> {
+    state: &'a mut InstanceState,
+    table: &'a mut ResourceTable,
+}
+
+impl wit::Host for SqlView<'_> {}
+
+impl wit::HostTransaction for SqlView<'_> {
+    fn drop(&mut self, handle: Resource<TransactionHandle>) -> wasmtime::Result<()> {
+        // Dropping an sqlx transaction that was not committed rolls it back.
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+fn database<T>(accessor: &Accessor<T, Sql>) -> Result<Arc<ComponentDatabase>, Error> {
+    accessor
+        .with(|mut access| access.get().state.database.clone())
+        .ok_or_else(|| {
+            Error::Other("this component has no database; declare one with [component.<id>.tool.spindle] database = \"label\"".into())
+        })
+}
+
+impl<T> wit::HostWithStore<T> for Sql {
+    async fn query(
+        accessor: &Accessor<T, Self>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<RowSet, Error>> {
+        let span = tracing::debug_span!("sql.query", db.operation = statement_kind(&statement));
+        let owner = match database(accessor) {
+            Ok(owner) => owner,
+            Err(error) => return Ok(Err(error)),
+        };
+        let rows = owner
+            .database
+            .query(&statement, params)
+            .instrument(span)
+            .await;
+        Ok(rows.map_err(to_guest_error))
+    }
+
+    async fn execute(
+        accessor: &Accessor<T, Self>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let span = tracing::debug_span!("sql.execute", db.operation = statement_kind(&statement));
+        let owner = match database(accessor) {
+            Ok(owner) => owner,
+            Err(error) => return Ok(Err(error)),
+        };
+        let affected = owner
+            .database
+            .execute(&statement, params)
+            .instrument(span)
+            .await;
+        Ok(affected.map_err(to_guest_error))
+    }
+}
+
+impl<T> wit::HostTransactionWithStore<T> for Sql {
+    async fn begin(
+        accessor: &Accessor<T, Self>,
+    ) -> wasmtime::Result<Result<Resource<TransactionHandle>, Error>> {
+        let owner = match database(accessor) {
+            Ok(owner) => owner,
+            Err(error) => return Ok(Err(error)),
+        };
+        let transaction = match owner.database.begin().await {
+            Ok(transaction) => transaction,
+            Err(error) => return Ok(Err(to_guest_error(error))),
+        };
+        let handle = TransactionHandle {
+            open: Some(transaction),
+            owner,
+        };
+        let resource = accessor.with(|mut access| access.get().table.push(handle))?;
+        Ok(Ok(resource))
+    }
+
+    async fn query(
+        accessor: &Accessor<T, Self>,
+        this: Resource<TransactionHandle>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<RowSet, Error>> {
+        with_open(accessor, &this, async |transaction| {
+            transaction
+                .query(&statement, params)
+                .await
+                .map_err(to_guest_error)
+        })
+        .await
+    }
+
+    async fn execute(
+        accessor: &Accessor<T, Self>,
+        this: Resource<TransactionHandle>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        with_open(accessor, &this, async |transaction| {
+            transaction
+                .execute(&statement, params)
+                .await
+                .map_err(to_guest_error)
+        })
+        .await
+    }
+
+    async fn publish(
+        accessor: &Accessor<T, Self>,
+        this: Resource<TransactionHandle>,
+        subject: String,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let span = tracing::debug_span!("sql.publish", messaging.destination = %subject);
+        let message = Message {
+            subject,
+            body: Bytes::from(body),
+            headers,
+        };
+        with_open(accessor, &this, async |transaction| {
+            outbox::insert(transaction, message)
+                .await
+                .map_err(to_guest_error)
+        })
+        .instrument(span)
+        .await
+    }
+
+    async fn commit(
+        accessor: &Accessor<T, Self>,
+        this: Resource<TransactionHandle>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let (transaction, owner) = match take(accessor, &this)? {
+            Ok(taken) => taken,
+            Err(error) => return Ok(Err(error)),
+        };
+        let committed = transaction.commit().await.map_err(to_guest_error);
+        if committed.is_ok() {
+            owner.relay.wake();
+        }
+        Ok(committed)
+    }
+
+    async fn rollback(
+        accessor: &Accessor<T, Self>,
+        this: Resource<TransactionHandle>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let (transaction, _) = match take(accessor, &this)? {
+            Ok(taken) => taken,
+            Err(error) => return Ok(Err(error)),
+        };
+        Ok(transaction.rollback().await.map_err(to_guest_error))
+    }
+}
+
+/// Takes the transaction out of its handle for a call; a handle whose
+/// transaction is finished, or in use by another call, is `transaction-closed`.
+fn take<T>(
+    accessor: &Accessor<T, Sql>,
+    handle: &Resource<TransactionHandle>,
+) -> wasmtime::Result<Result<(Transaction, Arc<ComponentDatabase>), Error>> {
+    accessor.with(|mut access| {
+        let handle = access.get().table.get_mut(handle)?;
+        Ok(match handle.open.take() {
+            Some(transaction) => Ok((transaction, handle.owner.clone())),
+            None => Err(Error::TransactionClosed),
+        })
+    })
+}
+
+/// Runs `call` on the open transaction and puts it back afterwards.
+async fn with_open<T, R>(
+    accessor: &Accessor<T, Sql>,
+    handle: &Resource<TransactionHandle>,
+    call: impl AsyncFnOnce(&mut Transaction) -> Result<R, Error>,
+) -> wasmtime::Result<Result<R, Error>> {
+    let (mut transaction, _) = match take(accessor, handle)? {
+        Ok(taken) => taken,
+        Err(error) => return Ok(Err(error)),
+    };
+    let result = call(&mut transaction).await;
+    accessor.with(|mut access| {
+        access.get().table.get_mut(handle)?.open = Some(transaction);
+        Ok(result)
+    })
+}
+
+/// The statement's first keyword, for spans: `SELECT`, `INSERT`, ...
+fn statement_kind(statement: &str) -> String {
+    statement
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase()
+}
+
+/// The one place backend errors become the interface's variants; messages
+/// are the database's own, which never include connection strings.
+fn to_guest_error(error: sqlx::Error) -> Error {
+    match error {
+        sqlx::Error::Database(db) => {
+            let message = db.message().to_string();
+            match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation
+                | sqlx::error::ErrorKind::ForeignKeyViolation
+                | sqlx::error::ErrorKind::NotNullViolation
+                | sqlx::error::ErrorKind::CheckViolation => Error::ConstraintViolation(message),
+                _ => Error::BadQuery(message),
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            Error::Unavailable("the database did not answer".into())
+        }
+        sqlx::Error::Encode(error) | sqlx::Error::Decode(error) => {
+            Error::BadQuery(error.to_string())
+        }
+        sqlx::Error::ColumnDecode { source, .. } => Error::BadQuery(source.to_string()),
+        other => Error::Other(other.to_string()),
+    }
+}

@@ -1,0 +1,403 @@
+//! The managed database (`spindle:platform/sql`) end to end: every scenario
+//! runs on the embedded SQLite default and on the local PostgreSQL, through a
+//! guest that runs the SQL steps each test describes.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value as Json, json};
+use sqlx::migrate::MigrateDatabase;
+use support::services::{nats_url, postgres_url};
+use support::{App, Spindle, guest_wasm};
+
+/// Where a test's databases live.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An app of two components, `alpha` and `beta`, each owning a database of
+/// the same name, with the migrations the test writes.
+struct SqlApp {
+    app: App,
+    postgres_urls: Vec<String>,
+}
+
+const ITEMS_MIGRATION: &str = "CREATE TABLE items (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    price REAL,
+    data BYTEA,
+    created TIMESTAMP,
+    active BOOLEAN
+);";
+
+impl SqlApp {
+    fn new(backend: Backend, messaging_url: Option<&str>) -> Self {
+        let wasm = guest_wasm("sql-runner");
+        let manifest = format!(
+            r#"spin_manifest_version = 2
+[application]
+name = "sql"
+
+[[trigger.http]]
+route = "/alpha"
+component = "alpha"
+
+[[trigger.http]]
+route = "/beta"
+component = "beta"
+
+[component.alpha]
+source = "{wasm}"
+[component.alpha.tool.spindle]
+database = "alpha"
+
+[component.beta]
+source = "{wasm}"
+[component.beta.tool.spindle]
+database = "beta"
+"#,
+            wasm = wasm.display()
+        );
+        let app = App::new(&manifest);
+        let dir = app.manifest_path().parent().expect("app dir").to_path_buf();
+        write_migration(&dir, "alpha", "20250101000000_items.sql", ITEMS_MIGRATION);
+        write_migration(
+            &dir,
+            "beta",
+            "20250101000000_notes.sql",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
+        );
+
+        let mut config = String::new();
+        let mut postgres_urls = Vec::new();
+        if let Backend::Postgres = backend {
+            let server = postgres_url();
+            let base = server
+                .rsplit_once('/')
+                .map_or(server.as_str(), |(base, _)| base);
+            let run = uuid::Uuid::new_v4().simple().to_string();
+            for label in ["alpha", "beta"] {
+                let url = format!("{base}/spindle_test_{}_{label}", &run[..12]);
+                config.push_str(&format!("[database.{label}]\nurl = \"{url}\"\n"));
+                postgres_urls.push(url);
+            }
+        }
+        if let Some(url) = messaging_url {
+            config.push_str(&format!("[messaging]\nurl = \"{url}\"\n"));
+        }
+        std::fs::write(dir.join("runtime-config.toml"), config).expect("write runtime config");
+        Self { app, postgres_urls }
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        self.app
+            .manifest_path()
+            .parent()
+            .expect("app dir")
+            .to_path_buf()
+    }
+
+    fn start(&self) -> Spindle {
+        let config = self.dir().join("runtime-config.toml");
+        self.app.start_with(&[
+            "--runtime-config-file",
+            config.to_str().expect("utf-8 path"),
+        ])
+    }
+
+    fn start_expecting_failure(&self) -> String {
+        let config = self.dir().join("runtime-config.toml");
+        let (code, stderr) = self.app.run_up_expecting_failure_with(&[
+            "--runtime-config-file",
+            config.to_str().expect("utf-8 path"),
+        ]);
+        assert_ne!(code, 0, "spindle up should have failed:\n{stderr}");
+        stderr
+    }
+
+    /// Drops the PostgreSQL databases the test created.
+    async fn cleanup(self) {
+        for url in &self.postgres_urls {
+            let _ = sqlx::Postgres::force_drop_database(url).await;
+        }
+    }
+}
+
+fn write_migration(dir: &std::path::Path, component: &str, file: &str, sql: &str) {
+    let folder = dir.join("migrations").join(component);
+    std::fs::create_dir_all(&folder).expect("create migrations folder");
+    std::fs::write(folder.join(file), sql).expect("write migration");
+}
+
+/// Runs `plan` on `component` and returns (status, parsed body).
+async fn run(spindle: &Spindle, component: &str, plan: Json) -> (u16, Json) {
+    let reply = spindle
+        .post(&format!("/{component}"), &plan.to_string())
+        .await;
+    let body = serde_json::from_str(&reply.body)
+        .unwrap_or_else(|_| panic!("not JSON: {} {}", reply.status, reply.body));
+    (reply.status, body)
+}
+
+async fn crud(backend: Backend) {
+    let app = SqlApp::new(backend, None);
+    let spindle = app.start();
+    let created = 1_732_000_000_123_456_i64;
+    let (status, body) = run(&spindle, "alpha", json!({"steps": [
+        {"execute": "INSERT INTO items (id, name, price, data, created, active) VALUES ($1, $2, $3, $4, $5, $6)",
+         "params": [1, "widget", 2.5, {"bytes": [0, 1, 255]}, {"timestamp": created}, true]},
+        {"execute": "INSERT INTO items (id, name, price, data, created, active) VALUES ($1, $2, $3, $4, $5, $6)",
+         "params": [2, "gadget", null, null, null, false]},
+        {"execute": "UPDATE items SET name = $2 WHERE id = $1", "params": [2, "gizmo"]},
+        {"query": "SELECT id, name, price, data, created, active FROM items ORDER BY id"},
+        {"execute": "DELETE FROM items WHERE id = $1", "params": [1]},
+        {"query": "SELECT name FROM items"}
+    ]})).await;
+    assert_eq!(status, 200, "{body}");
+    let results = &body["results"];
+    assert_eq!(results[2], json!(1), "the update touched one row");
+    assert_eq!(
+        results[3],
+        json!({
+            "columns": ["id", "name", "price", "data", "created", "active"],
+            "rows": [
+                [1, "widget", 2.5, {"bytes": [0, 1, 255]}, {"timestamp": created}, true],
+                [2, "gizmo", null, null, null, false]
+            ]
+        }),
+        "{backend:?}"
+    );
+    assert_eq!(results[4], json!(1));
+    assert_eq!(results[5]["rows"], json!([["gizmo"]]));
+    drop(spindle);
+    app.cleanup().await;
+}
+
+async fn failed_transaction_leaves_nothing(backend: Backend) {
+    let app = SqlApp::new(backend, None);
+    let spindle = app.start();
+    let (status, body) = run(
+        &spindle,
+        "alpha",
+        json!({"transaction": true, "steps": [
+            {"execute": "INSERT INTO items (id, name) VALUES ($1, $2)", "params": [1, "first"]},
+            {"execute": "INSERT INTO items (id, name) VALUES ($1, $2)", "params": [2, "first"]}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 500, "the duplicate name must fail: {body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ConstraintViolation"),
+        "{body}"
+    );
+    let (_, body) = run(
+        &spindle,
+        "alpha",
+        json!({"steps": [{"query": "SELECT count(*) AS n FROM items"}]}),
+    )
+    .await;
+    assert_eq!(
+        body["results"][0]["rows"],
+        json!([[0]]),
+        "{backend:?}: the first insert was kept"
+    );
+    drop(spindle);
+    app.cleanup().await;
+}
+
+async fn components_cannot_see_each_others_tables(backend: Backend) {
+    let app = SqlApp::new(backend, None);
+    let spindle = app.start();
+    let (status, body) = run(
+        &spindle,
+        "beta",
+        json!({"steps": [{"query": "SELECT * FROM items"}]}),
+    )
+    .await;
+    assert_eq!(status, 500, "beta read alpha's table: {body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("BadQuery"),
+        "{body}"
+    );
+    let (status, _) = run(
+        &spindle,
+        "beta",
+        json!({"steps": [{"query": "SELECT * FROM notes"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "beta's own table");
+    drop(spindle);
+    app.cleanup().await;
+}
+
+async fn migrations_apply_once_and_data_survives_a_restart(backend: Backend) {
+    let app = SqlApp::new(backend, None);
+    let first = app.start();
+    let (status, _) = run(
+        &first,
+        "alpha",
+        json!({"steps": [
+            {"execute": "INSERT INTO items (id, name) VALUES (1, 'kept')"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    drop(first);
+
+    let second = app.start();
+    let (_, body) = run(
+        &second,
+        "alpha",
+        json!({"steps": [{"query": "SELECT name FROM items"}]}),
+    )
+    .await;
+    assert_eq!(body["results"][0]["rows"], json!([["kept"]]), "{backend:?}");
+    drop(second);
+    app.cleanup().await;
+}
+
+async fn broken_migration_stops_start_up_naming_the_file(backend: Backend) {
+    let app = SqlApp::new(backend, None);
+    write_migration(
+        &app.dir(),
+        "beta",
+        "20250102000000_broken.sql",
+        "CREATE TABLE oops (;",
+    );
+    let stderr = app.start_expecting_failure();
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert!(last.starts_with("Error: "), "{stderr}");
+    assert!(last.contains("20250102000000_broken.sql"), "{stderr}");
+    assert!(last.contains("component `beta`"), "{stderr}");
+    app.cleanup().await;
+}
+
+async fn changed_migration_is_refused(backend: Backend) {
+    let app = SqlApp::new(backend, None);
+    drop(app.start());
+    write_migration(
+        &app.dir(),
+        "beta",
+        "20250101000000_notes.sql",
+        "CREATE TABLE notes (id INTEGER);",
+    );
+    let stderr = app.start_expecting_failure();
+    assert!(stderr.contains("must not change once applied"), "{stderr}");
+    app.cleanup().await;
+}
+
+/// Subscribes to a fresh subject on the local NATS server.
+async fn subscribe() -> (String, async_nats::Subscriber) {
+    let client = async_nats::connect(nats_url())
+        .await
+        .expect("connect to NATS");
+    let subject = format!("test.outbox.{}", uuid::Uuid::new_v4().simple());
+    let subscriber = client.subscribe(subject.clone()).await.expect("subscribe");
+    client.flush().await.expect("flush the subscription");
+    (subject, subscriber)
+}
+
+async fn next_body(subscriber: &mut async_nats::Subscriber) -> String {
+    let message = tokio::time::timeout(Duration::from_secs(20), subscriber.next())
+        .await
+        .expect("a message within 20s")
+        .expect("the subscription is open");
+    String::from_utf8_lossy(&message.payload).into_owned()
+}
+
+async fn outbox_delivers_committed_messages_and_not_rolled_back_ones(backend: Backend) {
+    let (subject, mut subscriber) = subscribe().await;
+    let app = SqlApp::new(backend, Some(&nats_url()));
+    let spindle = app.start();
+    let (status, body) = run(
+        &spindle,
+        "alpha",
+        json!({"transaction": true, "commit": false, "steps": [
+            {"execute": "INSERT INTO items (id, name) VALUES (1, 'rolled back')"},
+            {"publish": subject, "body": "rolled back"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = run(
+        &spindle,
+        "alpha",
+        json!({"transaction": true, "steps": [
+            {"execute": "INSERT INTO items (id, name) VALUES (2, 'committed')"},
+            {"publish": subject, "body": "first"},
+            {"publish": subject, "body": "second"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The relay sends in commit order, so had the rolled-back message been
+    // stored it would arrive before these.
+    assert_eq!(next_body(&mut subscriber).await, "first", "{backend:?}");
+    assert_eq!(next_body(&mut subscriber).await, "second");
+    drop(spindle);
+    app.cleanup().await;
+}
+
+async fn outbox_messages_survive_a_kill_before_relay(backend: Backend) {
+    // Nothing listens on this port: commits succeed, relays fail and retry.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_url = format!("nats://{}", dead.local_addr().expect("addr"));
+    drop(dead);
+    let (subject, mut subscriber) = subscribe().await;
+    let app = SqlApp::new(backend, Some(&dead_url));
+    let spindle = app.start();
+    let (status, body) = run(
+        &spindle,
+        "alpha",
+        json!({"transaction": true, "steps": [
+            {"publish": subject, "body": "survivor"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    drop(spindle); // SIGKILL
+
+    let config = app.dir().join("runtime-config.toml");
+    let text = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(&config, text.replace(&dead_url, &nats_url())).expect("write config");
+    let restarted = app.start();
+    assert_eq!(next_body(&mut subscriber).await, "survivor", "{backend:?}");
+    drop(restarted);
+    app.cleanup().await;
+}
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $scenario() { super::$scenario(super::Backend::Sqlite).await })*
+        }
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $scenario() { super::$scenario(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    crud,
+    failed_transaction_leaves_nothing,
+    components_cannot_see_each_others_tables,
+    migrations_apply_once_and_data_survives_a_restart,
+    broken_migration_stops_start_up_naming_the_file,
+    changed_migration_is_refused,
+    outbox_delivers_committed_messages_and_not_rolled_back_ones,
+    outbox_messages_survive_a_kill_before_relay,
+);
