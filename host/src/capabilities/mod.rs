@@ -50,13 +50,15 @@ impl AppCapabilities {
         runtime_config: &RuntimeConfig,
         settings: &HostSettings,
     ) -> anyhow::Result<Self> {
+        // Other capabilities render their manifest templates with these.
+        let variables = variables::AppState::configure(app, settings)?;
         Ok(Self {
-            variables: variables::AppState::configure(app, settings)?,
             key_value: key_value::AppState::configure(app, runtime_config, settings).await?,
             sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
-            postgres: postgres::AppState::configure(app, runtime_config, settings).await?,
+            postgres: postgres::AppState::configure(app, &variables)?,
             outbound_http: outbound_http::AppState::configure(app, runtime_config, settings)
                 .await?,
+            variables,
         })
     }
 }
