@@ -56,14 +56,16 @@ impl AppCapabilities {
         settings: &HostSettings,
         bus: &Bus,
     ) -> anyhow::Result<Self> {
+        // Other capabilities render their manifest templates with these.
+        let variables = variables::AppState::configure(app, settings)?;
         Ok(Self {
-            variables: variables::AppState::configure(app, settings)?,
             key_value: key_value::AppState::configure(app, runtime_config, settings).await?,
             sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
-            postgres: postgres::AppState::configure(app, runtime_config, settings).await?,
+            postgres: postgres::AppState::configure(app, &variables)?,
             sql: sql::AppState::configure(app, runtime_config, settings, bus).await?,
             outbound_http: outbound_http::AppState::configure(app, runtime_config, settings)
                 .await?,
+            variables,
         })
     }
 }
