@@ -9,6 +9,7 @@
 //! component granted the label, as in Spin.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -60,12 +61,22 @@ const KEYS_READ_AHEAD: usize = 256;
 
 /// Where one label's data lives, once the runtime config and the defaults
 /// are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Config {
     /// An SQLite file, shared with every other label mapped to it.
     Sqlite(PathBuf),
     /// A Redis server; the URL may carry a password, so it is never shown.
     Redis(String),
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            // The URL may carry a password.
+            Self::Redis(_) => f.write_str("Redis(..)"),
+        }
+    }
 }
 
 impl Config {

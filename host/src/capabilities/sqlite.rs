@@ -218,7 +218,10 @@ struct SqliteView<'a> {
 }
 
 /// A connection the guest opened: the host side of the `connection` resource.
+#[derive(Clone)]
 pub struct Connection {
+    /// The label it was opened with, for the spans.
+    database: Arc<str>,
     /// Shared with calls in flight; the lock orders statements on it.
     session: Arc<Mutex<Session>>,
 }
@@ -232,9 +235,9 @@ struct Session {
 }
 
 impl SqliteView<'_> {
-    /// The session behind `handle`; a handle not in the table traps.
-    fn session(&self, handle: &Resource<Connection>) -> wasmtime::Result<Arc<Mutex<Session>>> {
-        Ok(self.table.get(handle)?.session.clone())
+    /// The connection behind `handle`; a handle not in the table traps.
+    fn connection(&self, handle: &Resource<Connection>) -> wasmtime::Result<Connection> {
+        Ok(self.table.get(handle)?.clone())
     }
 }
 
@@ -246,11 +249,8 @@ impl wit::HostConnection for SqliteView<'_> {
         database: String,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
         let span = tracing::debug_span!("sqlite.open", database = %database);
-        let pool = match self.state.pool(&database) {
-            Ok(pool) => pool,
-            Err(error) => return Ok(Err(error)),
-        };
-        match connect(&pool).instrument(span).await {
+        let pool = self.state.pool(&database);
+        match open(pool, database).instrument(span).await {
             Ok(connection) => Ok(Ok(self.table.push(connection)?)),
             Err(error) => Ok(Err(error)),
         }
@@ -262,25 +262,26 @@ impl wit::HostConnection for SqliteView<'_> {
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
-        let session = self.session(&handle)?;
-        let span = tracing::debug_span!("sqlite.execute");
-        let result = execute(&session, statement, parameters)
+        let connection = self.connection(&handle)?;
+        let span = tracing::debug_span!("sqlite.execute", database = %connection.database);
+        let result = execute(&connection.session, statement, parameters)
             .instrument(span)
             .await;
         Ok(result.map(|(columns, rows)| QueryResult { columns, rows }))
     }
 
     async fn last_insert_rowid(&mut self, handle: Resource<Connection>) -> wasmtime::Result<i64> {
-        let session = self.session(&handle)?;
-        let span = tracing::debug_span!("sqlite.last_insert_rowid");
-        let (rowid, _) = counters(&session).instrument(span).await?;
+        let connection = self.connection(&handle)?;
+        let span =
+            tracing::debug_span!("sqlite.last_insert_rowid", database = %connection.database);
+        let (rowid, _) = counters(&connection.session).instrument(span).await?;
         Ok(rowid)
     }
 
     async fn changes(&mut self, handle: Resource<Connection>) -> wasmtime::Result<u64> {
-        let session = self.session(&handle)?;
-        let span = tracing::debug_span!("sqlite.changes");
-        let (_, changes) = counters(&session).instrument(span).await?;
+        let connection = self.connection(&handle)?;
+        let span = tracing::debug_span!("sqlite.changes", database = %connection.database);
+        let (_, changes) = counters(&connection.session).instrument(span).await?;
         Ok(changes)
     }
 
@@ -296,11 +297,8 @@ impl<T> wit::HostConnectionWithStore<T> for SqliteData {
         database: String,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
         let span = tracing::debug_span!("sqlite.open", database = %database);
-        let pool = match accessor.with(|mut access| access.get().state.pool(&database)) {
-            Ok(pool) => pool,
-            Err(error) => return Ok(Err(error)),
-        };
-        match connect(&pool).instrument(span).await {
+        let pool = accessor.with(|mut access| access.get().state.pool(&database));
+        match open(pool, database).instrument(span).await {
             Ok(connection) => {
                 accessor.with(|mut access| Ok(Ok(access.get().table.push(connection)?)))
             }
@@ -323,13 +321,13 @@ impl<T> wit::HostConnectionWithStore<T> for SqliteData {
             Error,
         >,
     > {
-        let session = accessor.with(|mut access| access.get().session(&handle))?;
-        let span = tracing::debug_span!("sqlite.execute");
+        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let span = tracing::debug_span!("sqlite.execute", database = %connection.database);
         // The statement runs to completion before the rows go out, so the
         // connection is free again when this returns: a guest may query it
         // while still reading these rows, and its counters are already
         // up to date. Errors therefore come back here, never on the future.
-        let (columns, rows) = match execute(&session, statement, parameters)
+        let (columns, rows) = match execute(&connection.session, statement, parameters)
             .instrument(span)
             .await
         {
@@ -349,9 +347,10 @@ impl<T> wit::HostConnectionWithStore<T> for SqliteData {
         accessor: &Accessor<T, Self>,
         handle: Resource<Connection>,
     ) -> wasmtime::Result<i64> {
-        let session = accessor.with(|mut access| access.get().session(&handle))?;
-        let span = tracing::debug_span!("sqlite.last_insert_rowid");
-        let (rowid, _) = counters(&session).instrument(span).await?;
+        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let span =
+            tracing::debug_span!("sqlite.last_insert_rowid", database = %connection.database);
+        let (rowid, _) = counters(&connection.session).instrument(span).await?;
         Ok(rowid)
     }
 
@@ -359,9 +358,9 @@ impl<T> wit::HostConnectionWithStore<T> for SqliteData {
         accessor: &Accessor<T, Self>,
         handle: Resource<Connection>,
     ) -> wasmtime::Result<u64> {
-        let session = accessor.with(|mut access| access.get().session(&handle))?;
-        let span = tracing::debug_span!("sqlite.changes");
-        let (_, changes) = counters(&session).instrument(span).await?;
+        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let span = tracing::debug_span!("sqlite.changes", database = %connection.database);
+        let (_, changes) = counters(&connection.session).instrument(span).await?;
         Ok(changes)
     }
 }
@@ -393,10 +392,12 @@ async fn open_pool(path: &Path) -> anyhow::Result<SqlitePool> {
     Ok(pool)
 }
 
-/// Takes a connection from `pool` for one guest `connection`.
-async fn connect(pool: &SqlitePool) -> Result<Connection, Error> {
-    let connection = pool.acquire().await.map_err(to_guest_error)?;
+/// Takes a connection from `pool` (the outcome of the permission check)
+/// for one guest `connection` to `database`.
+async fn open(pool: Result<SqlitePool, Error>, database: String) -> Result<Connection, Error> {
+    let connection = pool?.acquire().await.map_err(to_guest_error)?;
     Ok(Connection {
+        database: database.into(),
         session: Arc::new(Mutex::new(Session {
             connection,
             has_run: false,
@@ -547,7 +548,7 @@ mod tests {
 
     async fn session(dir: &Path) -> Mutex<Session> {
         let pool = open_pool(&dir.join("db.sqlite")).await.expect("open");
-        let connection = connect(&pool).await.expect("connect");
+        let connection = open(Ok(pool), "default".into()).await.expect("open");
         Arc::into_inner(connection.session).expect("sole owner")
     }
 
@@ -690,6 +691,31 @@ mod tests {
         assert_eq!(counters(&session).await.expect("counters"), (3, 3));
         run(&session, "UPDATE t SET x = 0 WHERE x > 1", vec![]).await;
         assert_eq!(counters(&session).await.expect("counters"), (3, 2));
+    }
+
+    #[tokio::test]
+    async fn transaction_left_open_is_rolled_back_when_the_connection_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pool = open_pool(&dir.path().join("db.sqlite"))
+            .await
+            .expect("open");
+        let first = open(Ok(pool.clone()), "default".into())
+            .await
+            .expect("open");
+        run(&first.session, "CREATE TABLE t (x)", vec![]).await;
+        run(&first.session, "BEGIN", vec![]).await;
+        run(&first.session, "INSERT INTO t VALUES (1)", vec![]).await;
+        drop(first);
+
+        // Were the transaction still open, it would hold the write lock and
+        // this insert would time out.
+        let second = open(Ok(pool), "default".into()).await.expect("open");
+        run(&second.session, "INSERT INTO t VALUES (2)", vec![]).await;
+        let rows = run(&second.session, "SELECT x FROM t", vec![]).await;
+        assert_eq!(
+            format!("{rows:?}"),
+            "[RowResult { values: [Value::Integer(2)] }]"
+        );
     }
 
     #[tokio::test]
