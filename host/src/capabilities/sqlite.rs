@@ -1,34 +1,731 @@
-//! `spin:sqlite/sqlite@3.1.0` (not yet implemented: guests importing it fail to link).
+//! `spin:sqlite/sqlite@3.1.0`: SQLite databases by label.
+//!
+//! Granted by `sqlite_databases = ["label", ...]` in a component; a label's
+//! file comes from `[sqlite_database.<label>]` in the runtime config, and
+//! `default` needs no entry (`<state_dir>/sqlite_db.db`, as in Spin). Each
+//! `connection` the guest opens holds one pooled connection, so that
+//! `last-insert-rowid` and `changes` describe that connection's own
+//! statements. `--sqlite` statements run against `default` at start-up.
 
-use wasmtime::component::Linker;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::TryStreamExt;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteValueRef,
+};
+use sqlx::{AssertSqlSafe, Column, Decode, Executor, Row, SqlSafeStr, Sqlite, Statement};
+use sqlx::{TypeInfo, ValueRef};
+use tokio::sync::Mutex;
+use tracing::Instrument;
+use wasmtime::component::{
+    Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
+};
 
 use super::HostSettings;
 use crate::engine;
-use crate::manifest::{App, RuntimeConfig};
+use crate::manifest::{App, RuntimeConfig, SqliteDatabaseConfig};
 
-/// Per-app state, built once at start-up.
-pub struct AppState;
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit-deps/spin-sdk",
+        world: "spin:sdk/spin-sdk-sqlite",
+        // The WIT's synchronous functions (`open`, `execute`, ...) still wait
+        // on the database, so their host side is async too; the engine runs
+        // every call on the async executor.
+        imports: { default: async | trappable | tracing },
+        with: { "spin:sqlite/sqlite.connection": super::Connection },
+    });
+}
 
-impl AppState {
-    /// Validates the app's grants against the runtime config.
-    pub async fn configure(
-        _app: &App,
-        _runtime_config: &RuntimeConfig,
-        _settings: &HostSettings,
-    ) -> anyhow::Result<Self> {
-        Ok(Self)
-    }
+use bindings::spin::sqlite::sqlite::{self as wit, Error, QueryResult, RowResult, Value};
 
-    /// The state one instance of `component` gets.
-    pub fn instance_state(&self, _component: &str) -> InstanceState {
-        InstanceState
+/// The label every app may grant without configuring it.
+const DEFAULT_LABEL: &str = "default";
+
+/// The `default` database's file in the state dir; the name Spin uses.
+const DEFAULT_FILE: &str = "sqlite_db.db";
+
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections per database file; each open guest `connection` holds one.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How long `open` waits for a free connection before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most a single query's rows may take in host memory.
+const MAX_RESULT_BYTES: usize = 64 << 20;
+
+/// The file behind one database label, once the runtime config and the
+/// defaults are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The database file; labels naming the same file share it.
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// The file of `label`: its `[sqlite_database.<label>]` entry, or the
+    /// state dir's default file for `default`; `None` for anything else.
+    pub fn for_label(
+        label: &str,
+        runtime_config: &RuntimeConfig,
+        state_dir: &Path,
+    ) -> Option<Self> {
+        let path = match runtime_config.sqlite_databases.get(label) {
+            Some(SqliteDatabaseConfig::Spin { path: Some(path) }) => path.clone(),
+            Some(SqliteDatabaseConfig::Spin { path: None }) => {
+                state_dir.join(format!("{label}.db"))
+            }
+            None if label == DEFAULT_LABEL => state_dir.join(DEFAULT_FILE),
+            None => return None,
+        };
+        Some(Self { path })
     }
 }
 
-/// Per-instance state.
-pub struct InstanceState;
+/// The app's databases and which components may use them.
+pub struct AppState {
+    /// A pool for every label some component is granted.
+    databases: Arc<HashMap<String, SqlitePool>>,
+    /// Per component: the labels its `sqlite_databases` grants.
+    grants: HashMap<String, Arc<HashSet<String>>>,
+}
 
-/// Links the interface.
-pub fn add_to_linker(_linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
-    Ok(())
+impl AppState {
+    /// Opens the database of every granted label, then runs the `--sqlite`
+    /// statements against `default`; fails on a label with no database, a
+    /// file that cannot be opened or a statement that fails.
+    pub async fn configure(
+        app: &App,
+        runtime_config: &RuntimeConfig,
+        settings: &HostSettings,
+    ) -> anyhow::Result<Self> {
+        let state_dir = &settings.state_dir;
+        let mut configs = BTreeMap::new();
+        let mut grants = HashMap::new();
+        for component in app.components.values() {
+            for label in &component.sqlite_databases {
+                let Some(config) = Config::for_label(label, runtime_config, state_dir) else {
+                    bail!(
+                        "component `{}` is granted SQLite database `{label}`, which has no \
+                         file: add [sqlite_database.{label}] to the runtime config \
+                         (--runtime-config-file)",
+                        component.id
+                    );
+                };
+                configs.insert(label.clone(), config);
+            }
+            let labels = component.sqlite_databases.iter().cloned().collect();
+            grants.insert(component.id.clone(), Arc::new(labels));
+        }
+        if !settings.sqlite_statements.is_empty() {
+            let config = Config::for_label(DEFAULT_LABEL, runtime_config, state_dir)
+                .context("the default database always has a file")?;
+            configs.insert(DEFAULT_LABEL.to_owned(), config);
+        }
+
+        let mut pools: HashMap<PathBuf, SqlitePool> = HashMap::new();
+        let mut databases = HashMap::new();
+        for (label, Config { path }) in configs {
+            let pool = match pools.get(&path) {
+                Some(pool) => pool.clone(),
+                None => {
+                    let pool = open_pool(&path).await.with_context(|| {
+                        format!("SQLite database `{label}`: opening {}", path.display())
+                    })?;
+                    pools.insert(path, pool.clone());
+                    pool
+                }
+            };
+            databases.insert(label, pool);
+        }
+
+        if let Some(pool) = databases.get(DEFAULT_LABEL) {
+            for (index, sql) in settings.sqlite_statements.iter().enumerate() {
+                // `raw_sql` runs every statement of a multi-statement file.
+                sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                    .execute(pool)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "--sqlite statement {} failed against the default database",
+                            index + 1
+                        )
+                    })?;
+            }
+        }
+        Ok(Self {
+            databases: Arc::new(databases),
+            grants,
+        })
+    }
+
+    /// The databases `component` may open.
+    pub fn instance_state(&self, component: &str) -> InstanceState {
+        InstanceState {
+            granted: self.grants.get(component).cloned().unwrap_or_default(),
+            databases: self.databases.clone(),
+        }
+    }
+}
+
+/// One instance's view: the labels it is granted and the app's databases.
+pub struct InstanceState {
+    granted: Arc<HashSet<String>>,
+    databases: Arc<HashMap<String, SqlitePool>>,
+}
+
+impl InstanceState {
+    /// The pool of `database`, if this component may open it.
+    fn pool(&self, database: &str) -> Result<SqlitePool, Error> {
+        if !self.granted.contains(database) {
+            return Err(Error::AccessDenied);
+        }
+        self.databases
+            .get(database)
+            .cloned()
+            .ok_or(Error::NoSuchDatabase)
+    }
+}
+
+/// Links the interface; guests reach their databases through
+/// [`InstanceState`] and hold connections as resources in the instance's table.
+pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<_, SqliteData>(linker, |state| SqliteView {
+        table: &mut state.table,
+        state: &mut state.sqlite,
+    })
+}
+
+struct SqliteData;
+
+impl HasData for SqliteData {
+    type Data<'a> = SqliteView<'a>;
+}
+
+/// What the host functions borrow from the instance's store data.
+struct SqliteView<'a> {
+    table: &'a mut ResourceTable,
+    state: &'a mut InstanceState,
+}
+
+/// A connection the guest opened: the host side of the `connection` resource.
+#[derive(Clone)]
+pub struct Connection {
+    /// The label it was opened with, for the spans.
+    database: Arc<str>,
+    /// Shared with calls in flight; the lock orders statements on it.
+    session: Arc<Mutex<Session>>,
+}
+
+/// One pooled connection and what the guest has done on it.
+struct Session {
+    connection: PoolConnection<Sqlite>,
+    /// Whether the guest ran a statement yet: before that, the pooled
+    /// connection's counters belong to an earlier user and must read as 0.
+    has_run: bool,
+}
+
+impl SqliteView<'_> {
+    /// The connection behind `handle`; a handle not in the table traps.
+    fn connection(&self, handle: &Resource<Connection>) -> wasmtime::Result<Connection> {
+        Ok(self.table.get(handle)?.clone())
+    }
+}
+
+impl wit::Host for SqliteView<'_> {}
+
+impl wit::HostConnection for SqliteView<'_> {
+    async fn open(
+        &mut self,
+        database: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
+        let span = tracing::debug_span!("sqlite.open", database = %database);
+        let pool = self.state.pool(&database);
+        match open(pool, database).instrument(span).await {
+            Ok(connection) => Ok(Ok(self.table.push(connection)?)),
+            Err(error) => Ok(Err(error)),
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        handle: Resource<Connection>,
+        statement: String,
+        parameters: Vec<Value>,
+    ) -> wasmtime::Result<Result<QueryResult, Error>> {
+        let connection = self.connection(&handle)?;
+        let span = tracing::debug_span!("sqlite.execute", database = %connection.database);
+        let result = execute(&connection.session, statement, parameters)
+            .instrument(span)
+            .await;
+        Ok(result.map(|(columns, rows)| QueryResult { columns, rows }))
+    }
+
+    async fn last_insert_rowid(&mut self, handle: Resource<Connection>) -> wasmtime::Result<i64> {
+        let connection = self.connection(&handle)?;
+        let span =
+            tracing::debug_span!("sqlite.last_insert_rowid", database = %connection.database);
+        let (rowid, _) = counters(&connection.session).instrument(span).await?;
+        Ok(rowid)
+    }
+
+    async fn changes(&mut self, handle: Resource<Connection>) -> wasmtime::Result<u64> {
+        let connection = self.connection(&handle)?;
+        let span = tracing::debug_span!("sqlite.changes", database = %connection.database);
+        let (_, changes) = counters(&connection.session).instrument(span).await?;
+        Ok(changes)
+    }
+
+    async fn drop(&mut self, handle: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+impl<T> wit::HostConnectionWithStore<T> for SqliteData {
+    async fn open_async(
+        accessor: &Accessor<T, Self>,
+        database: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
+        let span = tracing::debug_span!("sqlite.open", database = %database);
+        let pool = accessor.with(|mut access| access.get().state.pool(&database));
+        match open(pool, database).instrument(span).await {
+            Ok(connection) => {
+                accessor.with(|mut access| Ok(Ok(access.get().table.push(connection)?)))
+            }
+            Err(error) => Ok(Err(error)),
+        }
+    }
+
+    async fn execute_async(
+        accessor: &Accessor<T, Self>,
+        handle: Resource<Connection>,
+        statement: String,
+        parameters: Vec<Value>,
+    ) -> wasmtime::Result<
+        Result<
+            (
+                Vec<String>,
+                StreamReader<RowResult>,
+                FutureReader<Result<(), Error>>,
+            ),
+            Error,
+        >,
+    > {
+        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let span = tracing::debug_span!("sqlite.execute", database = %connection.database);
+        // The statement runs to completion before the rows go out, so the
+        // connection is free again when this returns: a guest may query it
+        // while still reading these rows, and its counters are already
+        // up to date. Errors therefore come back here, never on the future.
+        let (columns, rows) = match execute(&connection.session, statement, parameters)
+            .instrument(span)
+            .await
+        {
+            Ok(result) => result,
+            Err(error) => return Ok(Err(error)),
+        };
+        accessor.with(|mut access| {
+            let rows = StreamReader::new(&mut access, rows)?;
+            let finished: Result<(), Error> = Ok(());
+            let done =
+                FutureReader::new(&mut access, async { Ok::<_, wasmtime::Error>(finished) })?;
+            Ok(Ok((columns, rows, done)))
+        })
+    }
+
+    async fn last_insert_rowid_async(
+        accessor: &Accessor<T, Self>,
+        handle: Resource<Connection>,
+    ) -> wasmtime::Result<i64> {
+        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let span =
+            tracing::debug_span!("sqlite.last_insert_rowid", database = %connection.database);
+        let (rowid, _) = counters(&connection.session).instrument(span).await?;
+        Ok(rowid)
+    }
+
+    async fn changes_async(
+        accessor: &Accessor<T, Self>,
+        handle: Resource<Connection>,
+    ) -> wasmtime::Result<u64> {
+        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let span = tracing::debug_span!("sqlite.changes", database = %connection.database);
+        let (_, changes) = counters(&connection.session).instrument(span).await?;
+        Ok(changes)
+    }
+}
+
+/// Opens (creating if needed) the database file at `path`.
+async fn open_pool(path: &Path) -> anyhow::Result<SqlitePool> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A guest may drop its connection inside a transaction it began; the
+        // next user of the pooled connection must not inherit it. ROLLBACK
+        // outside a transaction fails harmlessly.
+        .after_release(|connection, _| {
+            Box::pin(async move {
+                let _ = connection.execute("ROLLBACK").await;
+                Ok(true)
+            })
+        })
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Takes a connection from `pool` (the outcome of the permission check)
+/// for one guest `connection` to `database`.
+async fn open(pool: Result<SqlitePool, Error>, database: String) -> Result<Connection, Error> {
+    let connection = pool?.acquire().await.map_err(to_guest_error)?;
+    Ok(Connection {
+        database: database.into(),
+        session: Arc::new(Mutex::new(Session {
+            connection,
+            has_run: false,
+        })),
+    })
+}
+
+/// Runs `statement` with `parameters` bound in order, returning its column
+/// names and every row.
+async fn execute(
+    session: &Mutex<Session>,
+    statement: String,
+    parameters: Vec<Value>,
+) -> Result<(Vec<String>, Vec<RowResult>), Error> {
+    let mut session = session.lock().await;
+    session.has_run = true;
+    let connection = &mut *session.connection;
+    // Preparing first gives the column names even when no row comes back.
+    let prepared = connection
+        .prepare(AssertSqlSafe(statement).into_sql_str())
+        .await
+        .map_err(to_guest_error)?;
+    let columns = prepared
+        .columns()
+        .iter()
+        .map(|column| column.name().to_owned())
+        .collect();
+    let mut query = prepared.query();
+    for parameter in parameters {
+        query = match parameter {
+            Value::Integer(value) => query.bind(value),
+            Value::Real(value) => query.bind(value),
+            Value::Text(value) => query.bind(value),
+            Value::Blob(value) => query.bind(value),
+            Value::Null => query.bind(None::<i64>),
+        };
+    }
+    let mut rows = query.fetch(connection);
+    let mut result = Vec::new();
+    let mut bytes = 0;
+    while let Some(row) = rows.try_next().await.map_err(to_guest_error)? {
+        let values = row_values(&row)?;
+        bytes += values.iter().map(value_size).sum::<usize>();
+        if bytes > MAX_RESULT_BYTES {
+            return Err(Error::Io(format!(
+                "the query's rows exceed {} MiB",
+                MAX_RESULT_BYTES >> 20
+            )));
+        }
+        result.push(RowResult { values });
+    }
+    Ok((columns, result))
+}
+
+/// The row's cells as `value`s, each by its own SQLite type (SQLite types
+/// values, not columns).
+fn row_values(row: &SqliteRow) -> Result<Vec<Value>, Error> {
+    (0..row.len())
+        .map(|index| {
+            let cell = row.try_get_raw(index).map_err(to_guest_error)?;
+            cell_value(cell).map_err(|error| Error::Io(format!("column {index}: {error}")))
+        })
+        .collect()
+}
+
+fn cell_value(cell: SqliteValueRef<'_>) -> Result<Value, sqlx::error::BoxDynError> {
+    if cell.is_null() {
+        return Ok(Value::Null);
+    }
+    let type_name = cell.type_info().name().to_owned();
+    Ok(match type_name.as_str() {
+        "INTEGER" => Value::Integer(<i64 as Decode<Sqlite>>::decode(cell)?),
+        "REAL" => Value::Real(<f64 as Decode<Sqlite>>::decode(cell)?),
+        "TEXT" => Value::Text(<String as Decode<Sqlite>>::decode(cell)?),
+        "BLOB" => Value::Blob(<Vec<u8> as Decode<Sqlite>>::decode(cell)?),
+        other => return Err(format!("unexpected SQLite type {other}").into()),
+    })
+}
+
+/// Roughly the host memory a value takes, for the result-size limit.
+fn value_size(value: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match value {
+            Value::Text(text) => text.len(),
+            Value::Blob(blob) => blob.len(),
+            Value::Integer(_) | Value::Real(_) | Value::Null => 0,
+        }
+}
+
+/// The connection's `last_insert_rowid()` and `changes()`, or zeros if the
+/// guest has not run a statement on it yet. The interface gives these
+/// functions no error case, so a failure here traps.
+async fn counters(session: &Mutex<Session>) -> wasmtime::Result<(i64, u64)> {
+    let mut session = session.lock().await;
+    if !session.has_run {
+        return Ok((0, 0));
+    }
+    let (rowid, changes): (i64, i64) = sqlx::query_as("SELECT last_insert_rowid(), changes()")
+        .fetch_one(&mut *session.connection)
+        .await
+        .map_err(|error| wasmtime::format_err!("reading the connection's counters: {error}"))?;
+    Ok((rowid, u64::try_from(changes).unwrap_or(0)))
+}
+
+/// The one place database errors become the interface's `error`. SQLite's
+/// own messages name the problem (syntax, constraint, locking) and never a
+/// path; anything else is reduced to its kind, with the detail in the log.
+fn to_guest_error(error: sqlx::Error) -> Error {
+    match error {
+        sqlx::Error::Database(database) => {
+            // SQLITE_FULL (13): the disk or the database's size limit.
+            if database.code().as_deref() == Some("13") {
+                return Error::DatabaseFull;
+            }
+            Error::Io(database.message().to_owned())
+        }
+        sqlx::Error::PoolTimedOut => {
+            tracing::warn!("no free SQLite connection within {ACQUIRE_TIMEOUT:?}");
+            Error::Io("too many open connections to this database".to_owned())
+        }
+        other => {
+            tracing::warn!("SQLite failed: {other}");
+            Error::Io("the database failed".to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(grants: &str) -> App {
+        let manifest = format!(
+            "spin_manifest_version = 2\n[application]\nname = \"t\"\n\
+             [component.c]\nsource = \"c.wasm\"\nsqlite_databases = {grants}\n"
+        );
+        crate::manifest::parse(&manifest, Path::new("/nonexistent/spin.toml"))
+            .expect("valid manifest")
+    }
+
+    fn settings(dir: &Path, statements: &[&str]) -> HostSettings {
+        HostSettings {
+            state_dir: dir.to_path_buf(),
+            sqlite_statements: statements.iter().map(|s| s.to_string()).collect(),
+            ..HostSettings::default()
+        }
+    }
+
+    async fn session(dir: &Path) -> Mutex<Session> {
+        let pool = open_pool(&dir.join("db.sqlite")).await.expect("open");
+        let connection = open(Ok(pool), "default".into()).await.expect("open");
+        Arc::into_inner(connection.session).expect("sole owner")
+    }
+
+    async fn run(session: &Mutex<Session>, sql: &str, parameters: Vec<Value>) -> Vec<RowResult> {
+        match execute(session, sql.to_owned(), parameters).await {
+            Ok((_, rows)) => rows,
+            Err(error) => panic!("{sql}: {error:?}"),
+        }
+    }
+
+    #[test]
+    fn default_database_is_spins_file_in_the_state_dir() {
+        assert_eq!(
+            Config::for_label("default", &RuntimeConfig::default(), Path::new("/state")),
+            Some(Config {
+                path: PathBuf::from("/state/sqlite_db.db")
+            })
+        );
+        assert_eq!(
+            Config::for_label("other", &RuntimeConfig::default(), Path::new("/state")),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn granted_label_without_file_stops_start_up_naming_component_and_label() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let error = AppState::configure(
+            &app("[\"orders\"]"),
+            &RuntimeConfig::default(),
+            &settings(dir.path(), &[]),
+        )
+        .await
+        .err()
+        .expect("must fail");
+        let message = error.to_string();
+        assert!(message.contains("component `c`"), "{message}");
+        assert!(message.contains("`orders`"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn configured_but_ungranted_label_is_denied() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime_config = crate::manifest::parse_runtime_config(
+            "[sqlite_database.other]\ntype = \"spin\"\n",
+            &dir.path().join("runtime.toml"),
+        )
+        .expect("runtime config");
+        let state = AppState::configure(
+            &app("[\"default\"]"),
+            &runtime_config,
+            &settings(dir.path(), &[]),
+        )
+        .await
+        .expect("configure");
+        let instance = state.instance_state("c");
+        assert!(instance.pool("default").is_ok());
+        assert!(matches!(instance.pool("other"), Err(Error::AccessDenied)));
+    }
+
+    #[tokio::test]
+    async fn failing_start_up_statement_stops_start_up_with_the_sql_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let error = AppState::configure(
+            &app("[]"),
+            &RuntimeConfig::default(),
+            &settings(
+                dir.path(),
+                &["CREATE TABLE t (x)", "INSERT INTO missing VALUES (1)"],
+            ),
+        )
+        .await
+        .err()
+        .expect("must fail");
+        let message = format!("{error:#}");
+        assert!(message.contains("--sqlite statement 2"), "{message}");
+        assert!(message.contains("no such table: missing"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn values_round_trip_by_their_own_type() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let session = session(dir.path()).await;
+        run(&session, "CREATE TABLE t (a, b, c, d, e)", vec![]).await;
+        let row = vec![
+            Value::Integer(-7),
+            Value::Real(2.5),
+            Value::Text("héllo".into()),
+            Value::Blob(vec![0, 1, 255]),
+            Value::Null,
+        ];
+        run(
+            &session,
+            "INSERT INTO t VALUES (?, ?, ?, ?, ?)",
+            row.clone(),
+        )
+        .await;
+        run(
+            &session,
+            "INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5)",
+            row.clone(),
+        )
+        .await;
+        run(
+            &session,
+            "INSERT INTO t VALUES ($1, $2, $3, $4, $5)",
+            row.clone(),
+        )
+        .await;
+        let (columns, rows) = execute(&session, "SELECT * FROM t".into(), vec![])
+            .await
+            .expect("select");
+        assert_eq!(columns, ["a", "b", "c", "d", "e"]);
+        assert_eq!(rows.len(), 3);
+        for got in rows {
+            // `Value` has no `PartialEq` on the host side; its Debug text does.
+            assert_eq!(format!("{:?}", got.values), format!("{row:?}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn columns_are_named_even_without_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let session = session(dir.path()).await;
+        run(&session, "CREATE TABLE t (id INTEGER, name TEXT)", vec![]).await;
+        let (columns, rows) = execute(&session, "SELECT name, id AS n FROM t".into(), vec![])
+            .await
+            .expect("select");
+        assert_eq!(columns, ["name", "n"]);
+        assert!(rows.is_empty());
+    }
+
+    #[tokio::test]
+    async fn counters_describe_this_connections_last_statement() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let session = session(dir.path()).await;
+        assert_eq!(counters(&session).await.expect("counters"), (0, 0));
+        run(&session, "CREATE TABLE t (x)", vec![]).await;
+        run(&session, "INSERT INTO t VALUES (1), (2), (3)", vec![]).await;
+        assert_eq!(counters(&session).await.expect("counters"), (3, 3));
+        run(&session, "UPDATE t SET x = 0 WHERE x > 1", vec![]).await;
+        assert_eq!(counters(&session).await.expect("counters"), (3, 2));
+    }
+
+    #[tokio::test]
+    async fn transaction_left_open_is_rolled_back_when_the_connection_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pool = open_pool(&dir.path().join("db.sqlite"))
+            .await
+            .expect("open");
+        let first = open(Ok(pool.clone()), "default".into())
+            .await
+            .expect("open");
+        run(&first.session, "CREATE TABLE t (x)", vec![]).await;
+        run(&first.session, "BEGIN", vec![]).await;
+        run(&first.session, "INSERT INTO t VALUES (1)", vec![]).await;
+        drop(first);
+
+        // Were the transaction still open, it would hold the write lock and
+        // this insert would time out.
+        let second = open(Ok(pool), "default".into()).await.expect("open");
+        run(&second.session, "INSERT INTO t VALUES (2)", vec![]).await;
+        let rows = run(&second.session, "SELECT x FROM t", vec![]).await;
+        assert_eq!(
+            format!("{rows:?}"),
+            "[RowResult { values: [Value::Integer(2)] }]"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_sql_is_a_guest_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let session = session(dir.path()).await;
+        let error = execute(&session, "SELEC 1".into(), vec![]).await.err();
+        assert!(
+            matches!(&error, Some(Error::Io(message)) if message.contains("syntax error")),
+            "{error:?}"
+        );
+    }
 }

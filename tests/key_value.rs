@@ -1,0 +1,161 @@
+//! `spin:key-value`, end to end: the `key-value-ops` guest performs one
+//! spin-sdk key-value operation per request against the real `spindle up`,
+//! on the default SQLite store and on a Redis-backed label.
+
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use support::{App, Spindle, guest_wasm, services::redis_url};
+
+/// A spin.toml with one component, `kv`, on `/kv`, granted `stores`.
+fn manifest(stores: &[&str]) -> String {
+    let stores: Vec<String> = stores.iter().map(|label| format!("\"{label}\"")).collect();
+    format!(
+        "spin_manifest_version = 2\n\
+         [application]\nname = \"key-value-test\"\n\
+         [[trigger.http]]\nroute = \"/kv\"\ncomponent = \"kv\"\n\
+         [component.kv]\nsource = \"{}\"\nkey_value_stores = [{}]\n",
+        guest_wasm("key-value-ops").display(),
+        stores.join(", ")
+    )
+}
+
+/// Runs one operation (`op=set&key=k&value=v`, ...) and expects a 200.
+async fn ok(spindle: &Spindle, query: &str) -> String {
+    let reply = spindle.get(&format!("/kv?{query}")).await;
+    assert_eq!(reply.status, 200, "{query}: {reply:?}");
+    reply.body
+}
+
+/// A key prefix no other test run uses, for stores shared between runs.
+fn unique_prefix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_nanos();
+    format!("spindle-test-{}-{nanos}-", std::process::id())
+}
+
+#[tokio::test]
+async fn default_store_sets_gets_lists_and_deletes() {
+    let app = App::new(&manifest(&["default"]));
+    let spindle = app.start();
+
+    assert_eq!(ok(&spindle, "op=get&key=a").await, "<none>");
+    assert_eq!(ok(&spindle, "op=exists&key=a").await, "false");
+    assert_eq!(ok(&spindle, "op=set&key=a&value=one").await, "ok");
+    assert_eq!(ok(&spindle, "op=set&key=b&value=two").await, "ok");
+    assert_eq!(ok(&spindle, "op=set&key=a&value=uno").await, "ok");
+    assert_eq!(ok(&spindle, "op=get&key=a").await, "uno");
+    assert_eq!(ok(&spindle, "op=exists&key=a").await, "true");
+    assert_eq!(ok(&spindle, "op=keys").await, "a,b");
+
+    assert_eq!(ok(&spindle, "op=delete&key=a").await, "ok");
+    assert_eq!(
+        ok(&spindle, "op=delete&key=a").await,
+        "ok",
+        "deleting twice"
+    );
+    assert_eq!(ok(&spindle, "op=get&key=a").await, "<none>");
+    assert_eq!(ok(&spindle, "op=keys").await, "b");
+}
+
+#[tokio::test]
+async fn many_keys_stream_to_the_guest() {
+    let app = App::new(&manifest(&["default"]));
+    let spindle = app.start();
+
+    // More keys than the host reads ahead, so the stream has to refill.
+    let mut expected = Vec::new();
+    for i in 0..300 {
+        let key = format!("k{i:03}");
+        ok(&spindle, &format!("op=set&key={key}&value=v")).await;
+        expected.push(key);
+    }
+    assert_eq!(ok(&spindle, "op=keys").await, expected.join(","));
+}
+
+#[tokio::test]
+async fn store_not_granted_is_access_denied() {
+    let app = App::new(&manifest(&["default"]));
+    let spindle = app.start();
+
+    let reply = spindle.get("/kv?store=other&op=open").await;
+
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert_eq!(reply.body, "Error::AccessDenied");
+}
+
+#[tokio::test]
+async fn default_store_survives_a_restart() {
+    let app = App::new(&manifest(&["default"]));
+    {
+        let spindle = app.start();
+        ok(&spindle, "op=set&key=kept&value=across-restarts").await;
+    }
+    let spindle = app.start();
+    assert_eq!(ok(&spindle, "op=get&key=kept").await, "across-restarts");
+}
+
+#[tokio::test]
+async fn redis_backed_label_round_trips() {
+    let app = App::new(&manifest(&["default", "cache"]));
+    let runtime_config = app.manifest_path().with_file_name("runtime-config.toml");
+    std::fs::write(
+        &runtime_config,
+        format!(
+            "[key_value_store.cache]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis_url()
+        ),
+    )
+    .expect("writing the runtime config");
+    let spindle = app.start_with(&[
+        "--runtime-config-file",
+        runtime_config.to_str().expect("a UTF-8 path"),
+    ]);
+    let prefix = unique_prefix();
+    let cache = |query: String| format!("store=cache&{query}");
+
+    ok(&spindle, &cache(format!("op=set&key={prefix}x&value=1"))).await;
+    ok(&spindle, &cache(format!("op=set&key={prefix}y&value=2"))).await;
+    assert_eq!(
+        ok(&spindle, &cache(format!("op=get&key={prefix}x"))).await,
+        "1"
+    );
+    assert_eq!(
+        ok(&spindle, &cache(format!("op=exists&key={prefix}y"))).await,
+        "true"
+    );
+    assert_eq!(
+        ok(&spindle, &cache(format!("op=keys&prefix={prefix}"))).await,
+        format!("{prefix}x,{prefix}y")
+    );
+    // The label is Redis, not the default SQLite file.
+    assert_eq!(
+        ok(&spindle, &format!("op=get&key={prefix}x")).await,
+        "<none>"
+    );
+
+    ok(&spindle, &cache(format!("op=delete&key={prefix}x"))).await;
+    ok(&spindle, &cache(format!("op=delete&key={prefix}y"))).await;
+    assert_eq!(
+        ok(&spindle, &cache(format!("op=exists&key={prefix}x"))).await,
+        "false"
+    );
+    assert_eq!(
+        ok(&spindle, &cache(format!("op=keys&prefix={prefix}"))).await,
+        ""
+    );
+}
+
+#[test]
+fn granted_label_without_backend_stops_up() {
+    let (code, stderr) = App::new(&manifest(&["default", "cache"])).run_up_expecting_failure();
+
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("component `kv` is granted key-value store `cache`"),
+        "{stderr}"
+    );
+}
