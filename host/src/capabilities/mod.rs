@@ -50,13 +50,13 @@ impl AppCapabilities {
         runtime_config: &RuntimeConfig,
         settings: &HostSettings,
     ) -> anyhow::Result<Self> {
+        let variables = variables::AppState::configure(app, settings)?;
         Ok(Self {
-            variables: variables::AppState::configure(app, settings)?,
             key_value: key_value::AppState::configure(app, runtime_config, settings).await?,
             sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
             postgres: postgres::AppState::configure(app, runtime_config, settings).await?,
-            outbound_http: outbound_http::AppState::configure(app, runtime_config, settings)
-                .await?,
+            outbound_http: outbound_http::AppState::configure(app, &variables)?,
+            variables,
         })
     }
 }
