@@ -63,8 +63,7 @@ impl AppCapabilities {
             sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
             postgres: postgres::AppState::configure(app, &variables)?,
             sql: sql::AppState::configure(app, runtime_config, settings, bus).await?,
-            outbound_http: outbound_http::AppState::configure(app, runtime_config, settings)
-                .await?,
+            outbound_http: outbound_http::AppState::configure(app, &variables)?,
             variables,
         })
     }

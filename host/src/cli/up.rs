@@ -102,6 +102,8 @@ impl UpCommand {
                 Arc::new(AppCapabilities::configure(&app, &runtime_config, &settings, &bus).await?);
             let _ticker = EpochTicker::start(&engine);
             let trigger = Arc::new(HttpTrigger::new(&app, &engine, &capabilities, &components)?);
+            // `http://self` and `http://<id>.spin.internal` are served by the trigger.
+            capabilities.outbound_http.set_local_dispatch(&trigger);
             let listener = TcpListener::bind(self.listen)
                 .await
                 .with_context(|| format!("listening on {}", self.listen))?;

@@ -3,18 +3,21 @@
 //!
 //! `routes` is the pure table, `handler` the instance policy per component;
 //! this file owns the accept loop, graceful shutdown and the mapping of
-//! outcomes to status codes (no route 404, trap 500, overrun 504).
+//! outcomes to status codes (no route 404, trap 500, overrun 504). It also
+//! serves service-chaining requests in-process, as outbound_http's
+//! `LocalDispatch`.
 
 mod handler;
 pub mod routes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -27,6 +30,7 @@ use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler};
 
 use crate::capabilities::AppCapabilities;
+use crate::capabilities::outbound_http::{LocalDispatch, LocalTarget};
 use crate::engine::LoadedComponent;
 use crate::manifest::{App, HttpRoute};
 use handler::ComponentInstances;
@@ -34,6 +38,9 @@ use routes::{Route, RouteMatch, Router};
 
 /// Spin's health path, answered by the host itself.
 const HEALTH_PATH: &str = "/.well-known/spin/health";
+
+/// `spin-client-addr` of a chained request, which has no network peer.
+const CHAINED_CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// How long in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -134,10 +141,24 @@ impl HttpTrigger {
         let Some(matched) = self.router.route(&path) else {
             return empty_response(StatusCode::NOT_FOUND);
         };
+        let request =
+            request.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+        self.call(&matched, request, client).await
+    }
+
+    /// Runs `request` through the component of `matched`, mapping failures
+    /// to status codes; shared by inbound and chained requests.
+    async fn call(
+        &self,
+        matched: &RouteMatch<'_>,
+        request: Request<WasiBody>,
+        client: SocketAddr,
+    ) -> Response<WasiBody> {
+        let path = request.uri().path().to_string();
         let Some(handler) = self.handlers.get(&matched.route.component) else {
             return empty_response(StatusCode::NOT_FOUND);
         };
-        let request = match guest_request(request, &matched, client) {
+        let request = match guest_request(request, matched, client) {
             Ok(request) => request,
             Err(error) => {
                 tracing::debug!("bad request: {error:#}");
@@ -158,9 +179,42 @@ impl HttpTrigger {
     }
 }
 
+/// Service chaining: requests a component sends to `http://self` or
+/// `http://<id>.spin.internal` arrive here without touching the network.
+/// Each is a request of its own, so a component calling itself is served
+/// like any other caller and does not wait on itself.
+impl LocalDispatch for HttpTrigger {
+    fn dispatch(
+        &self,
+        target: LocalTarget,
+        request: Request<WasiBody>,
+    ) -> BoxFuture<'_, wasmtime_wasi_http::Result<Response<WasiBody>>> {
+        Box::pin(async move {
+            let path = request.uri().path().to_string();
+            let component_router;
+            let router = match &target {
+                LocalTarget::App => &self.router,
+                LocalTarget::Component(id) => {
+                    if !self.handlers.contains_key(id) {
+                        return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+                    }
+                    // Spin gives a chained request the synthetic route `/...`,
+                    // so the whole path arrives as `spin-path-info`.
+                    component_router = Router::new([Route::new("/", "/...", id)]);
+                    &component_router
+                }
+            };
+            match router.route(&path) {
+                Some(matched) => Ok(self.call(&matched, request, CHAINED_CLIENT).await),
+                None => Ok(empty_response(StatusCode::NOT_FOUND)),
+            }
+        })
+    }
+}
+
 /// The request as the guest sees it: an absolute URI and Spin's headers.
 fn guest_request(
-    request: Request<Incoming>,
+    request: Request<WasiBody>,
     matched: &RouteMatch<'_>,
     client: SocketAddr,
 ) -> anyhow::Result<Request<WasiBody>> {
@@ -202,7 +256,6 @@ fn guest_request(
     for (name, value) in &matched.params {
         set(&format!("spin-path-match-{name}"), value)?;
     }
-    let body = body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
     Ok(Request::from_parts(parts, body))
 }
 

@@ -1,0 +1,251 @@
+//! Outbound `wasi:http`, end to end: the `outbound-http` guest fetches the URL
+//! in its query string and reports what came back. The destination is a tiny
+//! HTTP server in this test process, which counts the requests it sees, so a
+//! denied request can be shown never to leave the host. Service chaining uses
+//! the `http-echo` guest as the callee.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use support::{App, Reply, guest_wasm};
+
+/// A local HTTP server answering `hello from upstream <path>` to everything.
+struct Upstream {
+    address: SocketAddr,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the upstream server");
+        let address = listener.local_addr().expect("the upstream's address");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counter = counter.clone();
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let body = format!("hello from upstream {}", request.uri().path());
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Upstream { address, requests }
+    }
+
+    /// `http://127.0.0.1:PORT`, as a guest would address it.
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// A component `id` of `guest`, on `route`, allowed to reach `allowed`.
+fn component(id: &str, guest: &str, route: &str, allowed: &[String]) -> String {
+    let allowed: Vec<String> = allowed.iter().map(|host| format!("\"{host}\"")).collect();
+    format!(
+        "\n[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"{id}\"\n\
+         \n[component.{id}]\nsource = \"{}\"\nallowed_outbound_hosts = [{}]\n",
+        guest_wasm(guest).display(),
+        allowed.join(", ")
+    )
+}
+
+fn manifest(components: &[String]) -> String {
+    let mut manifest =
+        String::from("spin_manifest_version = 2\n\n[application]\nname = \"outbound\"\n");
+    for component in components {
+        manifest += component;
+    }
+    manifest
+}
+
+/// The `<status>\n<body>` the guest reports for a fetch that got a response.
+fn fetched(reply: &Reply) -> (u16, String) {
+    assert_eq!(reply.status, 200, "the fetch failed: {reply:?}");
+    let (status, body) = reply
+        .body
+        .split_once('\n')
+        .unwrap_or_else(|| panic!("not `<status>\\n<body>`: {:?}", reply.body));
+    (status.parse().expect("a status code"), body.to_string())
+}
+
+/// The JSON `http-echo` answered with, through one chained fetch.
+fn echoed(reply: &Reply) -> serde_json::Value {
+    let (status, body) = fetched(reply);
+    assert_eq!(status, 200, "http-echo answered {body}");
+    serde_json::from_str(&body).unwrap_or_else(|err| panic!("not JSON ({err}): {body}"))
+}
+
+#[tokio::test]
+async fn allowed_host_is_reached_and_its_answer_relayed() {
+    let upstream = Upstream::start().await;
+    let app = App::new(&manifest(&[component(
+        "fetch",
+        "outbound-http",
+        "/fetch",
+        &[upstream.url()],
+    )]));
+    let spindle = app.start();
+
+    let reply = spindle
+        .get(&format!("/fetch?url={}/greeting", upstream.url()))
+        .await;
+
+    assert_eq!(
+        fetched(&reply),
+        (200, "hello from upstream /greeting".to_string())
+    );
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn denied_host_gets_http_request_denied_and_nothing_is_sent() {
+    let upstream = Upstream::start().await;
+    let app = App::new(&manifest(&[component(
+        "fetch",
+        "outbound-http",
+        "/fetch",
+        &["https://example.com".to_string()],
+    )]));
+    let spindle = app.start();
+
+    let reply = spindle
+        .get(&format!("/fetch?url={}/secret", upstream.url()))
+        .await;
+
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(reply.body.contains("HttpRequestDenied"), "{reply:?}");
+    assert_eq!(
+        upstream.requests(),
+        0,
+        "a denied request reached the server"
+    );
+    let log = spindle.stderr();
+    assert!(
+        log.contains("denied") && log.contains("fetch"),
+        "the denial is not logged with the component: {log}"
+    );
+}
+
+#[tokio::test]
+async fn component_reaches_another_through_spin_internal() {
+    let app = App::new(&manifest(&[
+        component(
+            "a",
+            "outbound-http",
+            "/a",
+            &["http://b.spin.internal".to_string()],
+        ),
+        component("b", "http-echo", "/b/...", &[]),
+    ]));
+    let spindle = app.start();
+
+    let reply = spindle
+        .get("/a?url=http://b.spin.internal/some/path?x=1")
+        .await;
+
+    let echo = echoed(&reply);
+    assert_eq!(echo["path_and_query"], "/some/path?x=1");
+    // Spin's synthetic route for chained requests: the whole path is path info.
+    assert_eq!(echo["headers"]["spin-path-info"], "/some/path");
+    assert_eq!(
+        echo["headers"]["spin-full-url"],
+        "http://b.spin.internal/some/path?x=1"
+    );
+}
+
+#[tokio::test]
+async fn self_requests_are_routed_by_path() {
+    let app = App::new(&manifest(&[
+        component("a", "outbound-http", "/a", &["http://self".to_string()]),
+        component("b", "http-echo", "/b/...", &[]),
+    ]));
+    let spindle = app.start();
+
+    let routed = spindle.get("/a?url=http://self/b/x").await;
+    let unrouted = spindle.get("/a?url=http://self/nowhere").await;
+
+    let echo = echoed(&routed);
+    assert_eq!(echo["headers"]["spin-matched-route"], "/b/...");
+    assert_eq!(echo["headers"]["spin-path-info"], "/x");
+    assert_eq!(fetched(&unrouted).0, 404);
+}
+
+#[tokio::test]
+async fn chaining_is_denied_unless_listed() {
+    let app = App::new(&manifest(&[
+        component(
+            "a",
+            "outbound-http",
+            "/a",
+            &["http://c.spin.internal".to_string()],
+        ),
+        component("b", "http-echo", "/b/...", &[]),
+    ]));
+    let spindle = app.start();
+
+    let other_component = spindle.get("/a?url=http://b.spin.internal/").await;
+    let the_app = spindle.get("/a?url=http://self/b/").await;
+
+    for reply in [other_component, the_app] {
+        assert_eq!(reply.status, 500, "{reply:?}");
+        assert!(reply.body.contains("HttpRequestDenied"), "{reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn component_calling_itself_does_not_deadlock() {
+    let upstream = Upstream::start().await;
+    let app = App::new(&manifest(&[component(
+        "a",
+        "outbound-http",
+        "/a",
+        &[
+            "http://self".to_string(),
+            "http://a.spin.internal".to_string(),
+            upstream.url(),
+        ],
+    )]));
+    let spindle = app.start();
+
+    // a → self (a again) → upstream, and a → a.spin.internal → a → upstream.
+    let via_self = spindle
+        .get(&format!("/a?url=http://self/a?url={}/deep", upstream.url()))
+        .await;
+    let via_id = spindle
+        .get(&format!(
+            "/a?url=http://a.spin.internal/a?url=http://self/a?url={}/deeper",
+            upstream.url()
+        ))
+        .await;
+
+    let (status, inner) = fetched(&via_self);
+    assert_eq!(status, 200);
+    assert_eq!(inner, "200\nhello from upstream /deep");
+    let (status, inner) = fetched(&via_id);
+    assert_eq!(status, 200);
+    assert_eq!(inner, "200\n200\nhello from upstream /deeper");
+    assert_eq!(upstream.requests(), 2);
+}
