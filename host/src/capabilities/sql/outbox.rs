@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::Notify;
 
+use super::bindings::spindle::platform::sql::Value;
 use super::database::{Database, Transaction};
 use crate::bus::{Bus, Message};
 
@@ -31,28 +31,19 @@ const IDLE_SWEEP: Duration = Duration::from_secs(2);
 
 /// Creates the outbox table if this database does not have it yet.
 pub async fn create_table(database: &Database) -> Result<(), sqlx::Error> {
-    let statement = match database {
-        Database::Sqlite(_) => {
-            "CREATE TABLE IF NOT EXISTS spindle_outbox (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                subject TEXT NOT NULL,
-                body BLOB NOT NULL,
-                headers TEXT NOT NULL
-            )"
-        }
-        Database::Postgres(_) => {
-            "CREATE TABLE IF NOT EXISTS spindle_outbox (
-                id BIGSERIAL PRIMARY KEY,
-                subject TEXT NOT NULL,
-                body BYTEA NOT NULL,
-                headers TEXT NOT NULL
-            )"
-        }
+    let (id, body) = match database {
+        Database::Sqlite(_) => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+        Database::Postgres(_) => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
     };
-    match database {
-        Database::Sqlite(pool) => drop(sqlx::query(statement).execute(pool).await?),
-        Database::Postgres(pool) => drop(sqlx::query(statement).execute(pool).await?),
-    }
+    let statement = format!(
+        "CREATE TABLE IF NOT EXISTS spindle_outbox (
+            id {id},
+            subject TEXT NOT NULL,
+            body {body} NOT NULL,
+            headers TEXT NOT NULL
+        )"
+    );
+    database.execute(&statement, Vec::new()).await?;
     Ok(())
 }
 
@@ -68,26 +59,17 @@ pub async fn insert(
     ));
     let headers = serde_json::to_string(&message.headers)
         .map_err(|error| sqlx::Error::Encode(error.into()))?;
-    let body = message.body.to_vec();
-    let statement = "INSERT INTO spindle_outbox (subject, body, headers) VALUES ($1, $2, $3)";
-    match transaction {
-        Transaction::Sqlite(tx) => {
-            sqlx::query(statement)
-                .bind(message.subject)
-                .bind(body)
-                .bind(headers)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Transaction::Postgres(tx) => {
-            sqlx::query(statement)
-                .bind(message.subject)
-                .bind(body)
-                .bind(headers)
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
+    let params = vec![
+        Value::Text(message.subject),
+        Value::Bytes(message.body.to_vec()),
+        Value::Text(headers),
+    ];
+    transaction
+        .execute(
+            "INSERT INTO spindle_outbox (subject, body, headers) VALUES ($1, $2, $3)",
+            params,
+        )
+        .await?;
     Ok(())
 }
 
@@ -131,46 +113,35 @@ pub fn start_relay(component: String, database: Database, bus: Bus) -> RelayWake
 async fn relay_batch(database: &Database, bus: &Bus) -> anyhow::Result<usize> {
     let select =
         format!("SELECT id, subject, body, headers FROM spindle_outbox ORDER BY id LIMIT {BATCH}");
-    let rows: Vec<(i64, String, Vec<u8>, String)> = match database {
-        Database::Sqlite(pool) => {
-            decode(sqlx::query(AssertSqlSafe(select)).fetch_all(pool).await?)?
-        }
-        Database::Postgres(pool) => {
-            decode(sqlx::query(AssertSqlSafe(select)).fetch_all(pool).await?)?
-        }
-    };
-    let delete = "DELETE FROM spindle_outbox WHERE id = $1";
-    for (id, subject, body, headers) in &rows {
-        let headers: Vec<(String, String)> = serde_json::from_str(headers)?;
-        let message = Message {
-            subject: subject.clone(),
-            body: Bytes::from(body.clone()),
-            headers,
-        };
+    let rows = database.query(&select, Vec::new()).await?.rows;
+    for row in &rows {
+        let (id, message) = outbox_message(row)?;
         bus.publish(message).await?;
-        match database {
-            Database::Sqlite(pool) => drop(sqlx::query(delete).bind(id).execute(pool).await?),
-            Database::Postgres(pool) => drop(sqlx::query(delete).bind(id).execute(pool).await?),
-        }
+        database
+            .execute(
+                "DELETE FROM spindle_outbox WHERE id = $1",
+                vec![Value::Integer(id)],
+            )
+            .await?;
     }
     Ok(rows.len())
 }
 
-fn decode<R: Row>(rows: Vec<R>) -> Result<Vec<(i64, String, Vec<u8>, String)>, sqlx::Error>
-where
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    usize: sqlx::ColumnIndex<R>,
-{
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get(0)?,
-                row.try_get(1)?,
-                row.try_get(2)?,
-                row.try_get(3)?,
-            ))
-        })
-        .collect()
+/// One outbox row as its id and the message it holds.
+fn outbox_message(row: &[Value]) -> anyhow::Result<(i64, Message)> {
+    let [
+        Value::Integer(id),
+        Value::Text(subject),
+        Value::Bytes(body),
+        Value::Text(headers),
+    ] = row
+    else {
+        anyhow::bail!("spindle_outbox has an unexpected row shape: {row:?}");
+    };
+    let message = Message {
+        subject: subject.clone(),
+        body: Bytes::from(body.clone()),
+        headers: serde_json::from_str(headers)?,
+    };
+    Ok((*id, message))
 }
