@@ -14,7 +14,7 @@ pub mod variables;
 
 use std::path::PathBuf;
 
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, Resource, ResourceTable};
 
 use crate::bus::Bus;
 use crate::engine;
@@ -66,6 +66,23 @@ impl AppCapabilities {
             outbound_http: outbound_http::AppState::configure(app, &variables)?,
             variables,
         })
+    }
+}
+
+/// What a capability's host functions borrow from an instance's store data:
+/// the capability's own state, and the table where the guest's handles
+/// (stores, connections, transactions) live.
+pub struct View<'a, S> {
+    /// The instance's resource table.
+    pub table: &'a mut ResourceTable,
+    /// The capability's per-instance state.
+    pub state: &'a mut S,
+}
+
+impl<S> View<'_, S> {
+    /// The resource behind `handle`; a handle not in the table traps.
+    pub fn resource<R: Clone + 'static>(&self, handle: &Resource<R>) -> wasmtime::Result<R> {
+        Ok(self.table.get(handle)?.clone())
     }
 }
 

@@ -19,11 +19,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tracing::Instrument;
-use wasmtime::component::{
-    Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
-};
+use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
 
-use super::variables;
+use super::{View, variables};
 use crate::engine;
 use crate::manifest::App;
 
@@ -133,29 +131,12 @@ pub struct ConnectionBuilder {
 struct Postgres;
 
 impl HasData for Postgres {
-    type Data<'a> = View<'a>;
+    type Data<'a> = View<'a, InstanceState>;
 }
 
-/// What the host functions borrow from the store.
-struct View<'a> {
-    table: &'a mut ResourceTable,
-    state: &'a mut InstanceState,
-}
+impl wit::Host for View<'_, InstanceState> {}
 
-impl View<'_> {
-    fn push(&mut self, connection: Connection) -> wasmtime::Result<Resource<Connection>> {
-        Ok(self.table.push(connection)?)
-    }
-
-    /// The connection behind `handle`; a bad handle traps.
-    fn connection(&self, handle: &Resource<Connection>) -> wasmtime::Result<Connection> {
-        Ok(self.table.get(handle)?.clone())
-    }
-}
-
-impl wit::Host for View<'_> {}
-
-impl wit::HostConnection for View<'_> {
+impl wit::HostConnection for View<'_, InstanceState> {
     async fn open(
         &mut self,
         address: String,
@@ -166,7 +147,7 @@ impl wit::HostConnection for View<'_> {
             .instrument(tracing::debug_span!("postgres.open"))
             .await;
         match opened {
-            Ok(connection) => Ok(Ok(self.push(connection)?)),
+            Ok(connection) => Ok(Ok(self.table.push(connection)?)),
             Err(error) => Ok(Err(to_guest_error(error))),
         }
     }
@@ -177,7 +158,7 @@ impl wit::HostConnection for View<'_> {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, Error>> {
-        let connection = self.connection(&handle)?;
+        let connection = self.resource(&handle)?;
         let result = connection
             .query(statement, params)
             .instrument(tracing::debug_span!("postgres.query"))
@@ -191,7 +172,7 @@ impl wit::HostConnection for View<'_> {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let connection = self.connection(&handle)?;
+        let connection = self.resource(&handle)?;
         let result = connection
             .execute(statement, params)
             .instrument(tracing::debug_span!("postgres.execute"))
@@ -206,7 +187,7 @@ impl wit::HostConnection for View<'_> {
     }
 }
 
-impl wit::HostConnectionBuilder for View<'_> {
+impl wit::HostConnectionBuilder for View<'_, InstanceState> {
     async fn new(&mut self, address: String) -> wasmtime::Result<Resource<ConnectionBuilder>> {
         Ok(self.table.push(ConnectionBuilder { address })?)
     }
@@ -234,7 +215,7 @@ impl wit::HostConnectionBuilder for View<'_> {
             .instrument(tracing::debug_span!("postgres.build"))
             .await;
         match opened {
-            Ok(connection) => Ok(Ok(self.push(connection)?)),
+            Ok(connection) => Ok(Ok(self.table.push(connection)?)),
             Err(error) => Ok(Err(to_guest_error(error))),
         }
     }
@@ -257,7 +238,7 @@ impl<T> wit::HostConnectionWithStore<T> for Postgres {
             .await;
         match opened {
             Ok(connection) => Ok(Ok(
-                accessor.with(|mut access| access.get().push(connection))?
+                accessor.with(|mut access| access.get().table.push(connection))?
             )),
             Err(error) => Ok(Err(to_guest_error(error))),
         }
@@ -278,7 +259,7 @@ impl<T> wit::HostConnectionWithStore<T> for Postgres {
             Error,
         >,
     > {
-        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let connection = accessor.with(|mut access| access.get().resource(&handle))?;
         let started = connection
             .query_streaming(statement, params)
             .instrument(tracing::debug_span!("postgres.query_async"))
@@ -304,7 +285,7 @@ impl<T> wit::HostConnectionWithStore<T> for Postgres {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let connection = accessor.with(|mut access| access.get().resource(&handle))?;
         let result = connection
             .execute(statement, params)
             .instrument(tracing::debug_span!("postgres.execute_async"))
@@ -329,7 +310,7 @@ impl<T> wit::HostConnectionBuilderWithStore<T> for Postgres {
             .await;
         match opened {
             Ok(connection) => Ok(Ok(
-                accessor.with(|mut access| access.get().push(connection))?
+                accessor.with(|mut access| access.get().table.push(connection))?
             )),
             Err(error) => Ok(Err(to_guest_error(error))),
         }

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use tracing::Instrument;
-use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{Accessor, HasData, Linker, Resource};
 
-use super::HostSettings;
+use super::{HostSettings, View};
 use crate::bus::{Bus, Message};
 use crate::engine;
 use crate::manifest::{App, Component, RuntimeConfig};
@@ -155,7 +155,7 @@ pub struct TransactionHandle {
 
 /// Links the interface.
 pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<_, Sql>(linker, |state| SqlView {
+    wit::add_to_linker::<_, Sql>(linker, |state| View {
         state: &mut state.sql,
         table: &mut state.table,
     })
@@ -164,18 +164,12 @@ pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Re
 struct Sql;
 
 impl HasData for Sql {
-    type Data<'a> = SqlView<'a>;
+    type Data<'a> = View<'a, InstanceState>;
 }
 
-/// What the host functions reach: this capability's state and the resources.
-pub struct SqlView<'a> {
-    state: &'a mut InstanceState,
-    table: &'a mut ResourceTable,
-}
+impl wit::Host for View<'_, InstanceState> {}
 
-impl wit::Host for SqlView<'_> {}
-
-impl wit::HostTransaction for SqlView<'_> {
+impl wit::HostTransaction for View<'_, InstanceState> {
     fn drop(&mut self, handle: Resource<TransactionHandle>) -> wasmtime::Result<()> {
         // Dropping an sqlx transaction that was not committed rolls it back.
         self.table.delete(handle)?;

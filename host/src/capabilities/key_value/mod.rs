@@ -17,21 +17,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use futures::TryStreamExt;
-use futures::future::{BoxFuture, FutureExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
-    Accessor, Destination, FutureReader, HasData, Linker, Resource, ResourceTable, StreamProducer,
-    StreamReader, StreamResult, VecBuffer,
+    Accessor, Destination, FutureReader, HasData, Linker, Resource, StreamProducer, StreamReader,
+    StreamResult, VecBuffer,
 };
 
-use super::HostSettings;
+use super::{HostSettings, View};
 use crate::engine;
 use crate::manifest::{App, KeyValueStoreConfig, RuntimeConfig};
+
+mod stores;
+
+use stores::{RedisStore, SqliteStore, Store, open_sqlite};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -200,7 +201,7 @@ impl InstanceState {
 /// Links the interface; guests reach their stores through [`InstanceState`]
 /// and hold them as resources in the instance's table.
 pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<_, KeyValue>(linker, |state| KeyValueView {
+    wit::add_to_linker::<_, KeyValue>(linker, |state| View {
         table: &mut state.table,
         state: &mut state.key_value,
     })
@@ -209,13 +210,7 @@ pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Re
 struct KeyValue;
 
 impl HasData for KeyValue {
-    type Data<'a> = KeyValueView<'a>;
-}
-
-/// What the host functions borrow from the instance's store data.
-struct KeyValueView<'a> {
-    table: &'a mut ResourceTable,
-    state: &'a mut InstanceState,
+    type Data<'a> = View<'a, InstanceState>;
 }
 
 /// A store the guest opened: the host side of the `store` resource.
@@ -225,16 +220,9 @@ pub struct OpenStore {
     backend: Arc<dyn Store>,
 }
 
-impl KeyValueView<'_> {
-    /// The store behind `handle`; a handle not in the table traps.
-    fn open_store(&self, handle: &Resource<OpenStore>) -> wasmtime::Result<OpenStore> {
-        Ok(self.table.get(handle)?.clone())
-    }
-}
+impl wit::Host for View<'_, InstanceState> {}
 
-impl wit::Host for KeyValueView<'_> {}
-
-impl wit::HostStore for KeyValueView<'_> {
+impl wit::HostStore for View<'_, InstanceState> {
     fn drop(&mut self, handle: Resource<OpenStore>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
         Ok(())
@@ -262,7 +250,7 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         handle: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let store = accessor.with(|mut access| access.get().open_store(&handle))?;
+        let store = accessor.with(|mut access| access.get().resource(&handle))?;
         let span = tracing::debug_span!("key_value.get", store = %store.label);
         let result = store.backend.get(&key).instrument(span).await;
         Ok(result.map_err(to_guest_error))
@@ -274,7 +262,7 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let store = accessor.with(|mut access| access.get().open_store(&handle))?;
+        let store = accessor.with(|mut access| access.get().resource(&handle))?;
         let span = tracing::debug_span!("key_value.set", store = %store.label);
         let result = store.backend.set(&key, &value).instrument(span).await;
         Ok(result.map_err(to_guest_error))
@@ -285,7 +273,7 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         handle: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let store = accessor.with(|mut access| access.get().open_store(&handle))?;
+        let store = accessor.with(|mut access| access.get().resource(&handle))?;
         let span = tracing::debug_span!("key_value.delete", store = %store.label);
         let result = store.backend.delete(&key).instrument(span).await;
         Ok(result.map_err(to_guest_error))
@@ -296,7 +284,7 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         handle: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let store = accessor.with(|mut access| access.get().open_store(&handle))?;
+        let store = accessor.with(|mut access| access.get().resource(&handle))?;
         let span = tracing::debug_span!("key_value.exists", store = %store.label);
         let result = store.backend.exists(&key).instrument(span).await;
         Ok(result.map_err(to_guest_error))
@@ -306,7 +294,7 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         accessor: &Accessor<T, Self>,
         handle: Resource<OpenStore>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
-        let store = accessor.with(|mut access| access.get().open_store(&handle))?;
+        let store = accessor.with(|mut access| access.get().resource(&handle))?;
         let span = tracing::debug_span!("key_value.get_keys", store = %store.label);
         // The listing runs as its own task, so it outlives this call and
         // keeps reading while the guest consumes the stream; the bounded
@@ -364,221 +352,6 @@ where
             Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
             Poll::Pending => Poll::Pending,
         }
-    }
-}
-
-/// A key-value backend serving one label.
-///
-/// Futures are boxed so that stores of different kinds sit behind one
-/// `dyn Store`.
-trait Store: Send + Sync {
-    /// The value of `key`, `None` if it is absent.
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>>;
-
-    /// Sets `key` to `value`, replacing any previous value.
-    fn set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), BackendError>>;
-
-    /// Removes `key`; removing an absent key succeeds.
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
-
-    /// Whether `key` has a value.
-    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BackendError>>;
-
-    /// Sends every key into `keys` as the backend yields them, stopping early
-    /// when the receiver goes away. The future owns what it uses, so that it
-    /// can run as a task of its own.
-    fn get_keys(&self, keys: mpsc::Sender<String>) -> BoxFuture<'static, Result<(), BackendError>>;
-}
-
-/// The table Spin keeps key-value data in; one file may hold many labels.
-const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (
-    store TEXT NOT NULL,
-    key   TEXT NOT NULL,
-    value BLOB NOT NULL,
-    PRIMARY KEY (store, key)
-)";
-
-/// Opens (creating if needed) the SQLite file at `path` with Spin's table.
-async fn open_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        // Readers (a long `get-keys`) and a writer proceed side by side.
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(SQLITE_BUSY_TIMEOUT);
-    let pool = SqlitePoolOptions::new().connect_with(options).await?;
-    sqlx::query(SQLITE_SCHEMA).execute(&pool).await?;
-    Ok(pool)
-}
-
-/// One label's keys in an SQLite file.
-struct SqliteStore {
-    pool: SqlitePool,
-    /// The label, the value of the `store` column.
-    name: String,
-}
-
-impl Store for SqliteStore {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
-        async move {
-            let value = sqlx::query_scalar(
-                "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
-            )
-            .bind(&self.name)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-            Ok(value)
-        }
-        .boxed()
-    }
-
-    fn set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), BackendError>> {
-        async move {
-            sqlx::query(
-                "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(&self.name)
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        }
-        .boxed()
-    }
-
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
-        async move {
-            sqlx::query("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")
-                .bind(&self.name)
-                .bind(key)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        }
-        .boxed()
-    }
-
-    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
-        async move {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2")
-                    .bind(&self.name)
-                    .bind(key)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            Ok(found.is_some())
-        }
-        .boxed()
-    }
-
-    fn get_keys(&self, keys: mpsc::Sender<String>) -> BoxFuture<'static, Result<(), BackendError>> {
-        let pool = self.pool.clone();
-        let name = self.name.clone();
-        async move {
-            let mut rows = sqlx::query_scalar("SELECT key FROM spin_key_value WHERE store = ?1")
-                .bind(&name)
-                .fetch(&pool);
-            while let Some(key) = rows.try_next().await? {
-                if keys.send(key).await.is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .boxed()
-    }
-}
-
-/// A label served by a Redis server: its keys are the server's keys, as in
-/// Spin, so two labels on one server see the same data.
-struct RedisStore {
-    /// Reconnects by itself; cloning shares the one multiplexed connection.
-    connection: ConnectionManager,
-}
-
-impl RedisStore {
-    async fn connect(url: &str) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
-        let connection = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self { connection })
-    }
-}
-
-impl Store for RedisStore {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
-        let mut connection = self.connection.clone();
-        async move {
-            Ok(redis::cmd("GET")
-                .arg(key)
-                .query_async(&mut connection)
-                .await?)
-        }
-        .boxed()
-    }
-
-    fn set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), BackendError>> {
-        let mut connection = self.connection.clone();
-        async move {
-            let () = redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .query_async(&mut connection)
-                .await?;
-            Ok(())
-        }
-        .boxed()
-    }
-
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
-        let mut connection = self.connection.clone();
-        async move {
-            let _removed: i64 = redis::cmd("DEL")
-                .arg(key)
-                .query_async(&mut connection)
-                .await?;
-            Ok(())
-        }
-        .boxed()
-    }
-
-    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
-        let mut connection = self.connection.clone();
-        async move {
-            Ok(redis::cmd("EXISTS")
-                .arg(key)
-                .query_async(&mut connection)
-                .await?)
-        }
-        .boxed()
-    }
-
-    fn get_keys(&self, keys: mpsc::Sender<String>) -> BoxFuture<'static, Result<(), BackendError>> {
-        let mut connection = self.connection.clone();
-        async move {
-            // SCAN pages through the keyspace without blocking the server;
-            // a key may come twice if the server rehashes meanwhile.
-            let mut scan = redis::cmd("SCAN")
-                .cursor_arg(0)
-                .clone()
-                .iter_async::<String>(&mut connection)
-                .await?;
-            while let Some(key) = scan.next_item().await {
-                if keys.send(key?).await.is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .boxed()
     }
 }
 

@@ -13,23 +13,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use futures::TryStreamExt;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteValueRef,
-};
-use sqlx::{AssertSqlSafe, Column, Decode, Executor, Row, SqlSafeStr, Sqlite, Statement};
-use sqlx::{TypeInfo, ValueRef};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{AssertSqlSafe, Sqlite};
 use tokio::sync::Mutex;
 use tracing::Instrument;
-use wasmtime::component::{
-    Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
-};
+use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
 
-use super::HostSettings;
+use super::{HostSettings, View};
 use crate::engine;
 use crate::manifest::{App, RuntimeConfig, SqliteDatabaseConfig};
+
+mod statements;
+
+use statements::{counters, execute, open, open_pool};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -199,7 +196,7 @@ impl InstanceState {
 /// Links the interface; guests reach their databases through
 /// [`InstanceState`] and hold connections as resources in the instance's table.
 pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<_, SqliteData>(linker, |state| SqliteView {
+    wit::add_to_linker::<_, SqliteData>(linker, |state| View {
         table: &mut state.table,
         state: &mut state.sqlite,
     })
@@ -208,13 +205,7 @@ pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Re
 struct SqliteData;
 
 impl HasData for SqliteData {
-    type Data<'a> = SqliteView<'a>;
-}
-
-/// What the host functions borrow from the instance's store data.
-struct SqliteView<'a> {
-    table: &'a mut ResourceTable,
-    state: &'a mut InstanceState,
+    type Data<'a> = View<'a, InstanceState>;
 }
 
 /// A connection the guest opened: the host side of the `connection` resource.
@@ -234,16 +225,9 @@ struct Session {
     has_run: bool,
 }
 
-impl SqliteView<'_> {
-    /// The connection behind `handle`; a handle not in the table traps.
-    fn connection(&self, handle: &Resource<Connection>) -> wasmtime::Result<Connection> {
-        Ok(self.table.get(handle)?.clone())
-    }
-}
+impl wit::Host for View<'_, InstanceState> {}
 
-impl wit::Host for SqliteView<'_> {}
-
-impl wit::HostConnection for SqliteView<'_> {
+impl wit::HostConnection for View<'_, InstanceState> {
     async fn open(
         &mut self,
         database: String,
@@ -262,7 +246,7 @@ impl wit::HostConnection for SqliteView<'_> {
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
-        let connection = self.connection(&handle)?;
+        let connection = self.resource(&handle)?;
         let span = tracing::debug_span!("sqlite.execute", database = %connection.database);
         let result = execute(&connection.session, statement, parameters)
             .instrument(span)
@@ -271,7 +255,7 @@ impl wit::HostConnection for SqliteView<'_> {
     }
 
     async fn last_insert_rowid(&mut self, handle: Resource<Connection>) -> wasmtime::Result<i64> {
-        let connection = self.connection(&handle)?;
+        let connection = self.resource(&handle)?;
         let span =
             tracing::debug_span!("sqlite.last_insert_rowid", database = %connection.database);
         let (rowid, _) = counters(&connection.session).instrument(span).await?;
@@ -279,7 +263,7 @@ impl wit::HostConnection for SqliteView<'_> {
     }
 
     async fn changes(&mut self, handle: Resource<Connection>) -> wasmtime::Result<u64> {
-        let connection = self.connection(&handle)?;
+        let connection = self.resource(&handle)?;
         let span = tracing::debug_span!("sqlite.changes", database = %connection.database);
         let (_, changes) = counters(&connection.session).instrument(span).await?;
         Ok(changes)
@@ -321,7 +305,7 @@ impl<T> wit::HostConnectionWithStore<T> for SqliteData {
             Error,
         >,
     > {
-        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let connection = accessor.with(|mut access| access.get().resource(&handle))?;
         let span = tracing::debug_span!("sqlite.execute", database = %connection.database);
         // The statement runs to completion before the rows go out, so the
         // connection is free again when this returns: a guest may query it
@@ -347,7 +331,7 @@ impl<T> wit::HostConnectionWithStore<T> for SqliteData {
         accessor: &Accessor<T, Self>,
         handle: Resource<Connection>,
     ) -> wasmtime::Result<i64> {
-        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let connection = accessor.with(|mut access| access.get().resource(&handle))?;
         let span =
             tracing::debug_span!("sqlite.last_insert_rowid", database = %connection.database);
         let (rowid, _) = counters(&connection.session).instrument(span).await?;
@@ -358,148 +342,11 @@ impl<T> wit::HostConnectionWithStore<T> for SqliteData {
         accessor: &Accessor<T, Self>,
         handle: Resource<Connection>,
     ) -> wasmtime::Result<u64> {
-        let connection = accessor.with(|mut access| access.get().connection(&handle))?;
+        let connection = accessor.with(|mut access| access.get().resource(&handle))?;
         let span = tracing::debug_span!("sqlite.changes", database = %connection.database);
         let (_, changes) = counters(&connection.session).instrument(span).await?;
         Ok(changes)
     }
-}
-
-/// Opens (creating if needed) the database file at `path`.
-async fn open_pool(path: &Path) -> anyhow::Result<SqlitePool> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(BUSY_TIMEOUT);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(MAX_CONNECTIONS)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        // A guest may drop its connection inside a transaction it began; the
-        // next user of the pooled connection must not inherit it. ROLLBACK
-        // outside a transaction fails harmlessly.
-        .after_release(|connection, _| {
-            Box::pin(async move {
-                let _ = connection.execute("ROLLBACK").await;
-                Ok(true)
-            })
-        })
-        .connect_with(options)
-        .await?;
-    Ok(pool)
-}
-
-/// Takes a connection from `pool` (the outcome of the permission check)
-/// for one guest `connection` to `database`.
-async fn open(pool: Result<SqlitePool, Error>, database: String) -> Result<Connection, Error> {
-    let connection = pool?.acquire().await.map_err(to_guest_error)?;
-    Ok(Connection {
-        database: database.into(),
-        session: Arc::new(Mutex::new(Session {
-            connection,
-            has_run: false,
-        })),
-    })
-}
-
-/// Runs `statement` with `parameters` bound in order, returning its column
-/// names and every row.
-async fn execute(
-    session: &Mutex<Session>,
-    statement: String,
-    parameters: Vec<Value>,
-) -> Result<(Vec<String>, Vec<RowResult>), Error> {
-    let mut session = session.lock().await;
-    session.has_run = true;
-    let connection = &mut *session.connection;
-    // Preparing first gives the column names even when no row comes back.
-    let prepared = connection
-        .prepare(AssertSqlSafe(statement).into_sql_str())
-        .await
-        .map_err(to_guest_error)?;
-    let columns = prepared
-        .columns()
-        .iter()
-        .map(|column| column.name().to_owned())
-        .collect();
-    let mut query = prepared.query();
-    for parameter in parameters {
-        query = match parameter {
-            Value::Integer(value) => query.bind(value),
-            Value::Real(value) => query.bind(value),
-            Value::Text(value) => query.bind(value),
-            Value::Blob(value) => query.bind(value),
-            Value::Null => query.bind(None::<i64>),
-        };
-    }
-    let mut rows = query.fetch(connection);
-    let mut result = Vec::new();
-    let mut bytes = 0;
-    while let Some(row) = rows.try_next().await.map_err(to_guest_error)? {
-        let values = row_values(&row)?;
-        bytes += values.iter().map(value_size).sum::<usize>();
-        if bytes > MAX_RESULT_BYTES {
-            return Err(Error::Io(format!(
-                "the query's rows exceed {} MiB",
-                MAX_RESULT_BYTES >> 20
-            )));
-        }
-        result.push(RowResult { values });
-    }
-    Ok((columns, result))
-}
-
-/// The row's cells as `value`s, each by its own SQLite type (SQLite types
-/// values, not columns).
-fn row_values(row: &SqliteRow) -> Result<Vec<Value>, Error> {
-    (0..row.len())
-        .map(|index| {
-            let cell = row.try_get_raw(index).map_err(to_guest_error)?;
-            cell_value(cell).map_err(|error| Error::Io(format!("column {index}: {error}")))
-        })
-        .collect()
-}
-
-fn cell_value(cell: SqliteValueRef<'_>) -> Result<Value, sqlx::error::BoxDynError> {
-    if cell.is_null() {
-        return Ok(Value::Null);
-    }
-    let type_name = cell.type_info().name().to_owned();
-    Ok(match type_name.as_str() {
-        "INTEGER" => Value::Integer(<i64 as Decode<Sqlite>>::decode(cell)?),
-        "REAL" => Value::Real(<f64 as Decode<Sqlite>>::decode(cell)?),
-        "TEXT" => Value::Text(<String as Decode<Sqlite>>::decode(cell)?),
-        "BLOB" => Value::Blob(<Vec<u8> as Decode<Sqlite>>::decode(cell)?),
-        other => return Err(format!("unexpected SQLite type {other}").into()),
-    })
-}
-
-/// Roughly the host memory a value takes, for the result-size limit.
-fn value_size(value: &Value) -> usize {
-    std::mem::size_of::<Value>()
-        + match value {
-            Value::Text(text) => text.len(),
-            Value::Blob(blob) => blob.len(),
-            Value::Integer(_) | Value::Real(_) | Value::Null => 0,
-        }
-}
-
-/// The connection's `last_insert_rowid()` and `changes()`, or zeros if the
-/// guest has not run a statement on it yet. The interface gives these
-/// functions no error case, so a failure here traps.
-async fn counters(session: &Mutex<Session>) -> wasmtime::Result<(i64, u64)> {
-    let mut session = session.lock().await;
-    if !session.has_run {
-        return Ok((0, 0));
-    }
-    let (rowid, changes): (i64, i64) = sqlx::query_as("SELECT last_insert_rowid(), changes()")
-        .fetch_one(&mut *session.connection)
-        .await
-        .map_err(|error| wasmtime::format_err!("reading the connection's counters: {error}"))?;
-    Ok((rowid, u64::try_from(changes).unwrap_or(0)))
 }
 
 /// The one place database errors become the interface's `error`. SQLite's

@@ -1,0 +1,227 @@
+//! The key-value backends: a SQLite table in Spin's layout, and Redis.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use futures::TryStreamExt;
+use futures::future::{BoxFuture, FutureExt};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use tokio::sync::mpsc;
+
+use super::{BackendError, REDIS_TIMEOUT, SQLITE_BUSY_TIMEOUT};
+
+/// A key-value backend serving one label.
+///
+/// Futures are boxed so that stores of different kinds sit behind one
+/// `dyn Store`.
+pub(super) trait Store: Send + Sync {
+    /// The value of `key`, `None` if it is absent.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>>;
+
+    /// Sets `key` to `value`, replacing any previous value.
+    fn set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// Removes `key`; removing an absent key succeeds.
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// Whether `key` has a value.
+    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BackendError>>;
+
+    /// Sends every key into `keys` as the backend yields them, stopping early
+    /// when the receiver goes away. The future owns what it uses, so that it
+    /// can run as a task of its own.
+    fn get_keys(&self, keys: mpsc::Sender<String>) -> BoxFuture<'static, Result<(), BackendError>>;
+}
+
+/// The table Spin keeps key-value data in; one file may hold many labels.
+pub(super) const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (
+    store TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (store, key)
+)";
+
+/// Opens (creating if needed) the SQLite file at `path` with Spin's table.
+pub(super) async fn open_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        // Readers (a long `get-keys`) and a writer proceed side by side.
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new().connect_with(options).await?;
+    sqlx::query(SQLITE_SCHEMA).execute(&pool).await?;
+    Ok(pool)
+}
+
+/// One label's keys in an SQLite file.
+pub(super) struct SqliteStore {
+    pub(super) pool: SqlitePool,
+    /// The label, the value of the `store` column.
+    pub(super) name: String,
+}
+
+impl Store for SqliteStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
+        async move {
+            let value = sqlx::query_scalar(
+                "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
+            )
+            .bind(&self.name)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(value)
+        }
+        .boxed()
+    }
+
+    fn set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            sqlx::query(
+                "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(&self.name)
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            sqlx::query("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")
+                .bind(&self.name)
+                .bind(key)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
+        async move {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2")
+                    .bind(&self.name)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(found.is_some())
+        }
+        .boxed()
+    }
+
+    fn get_keys(&self, keys: mpsc::Sender<String>) -> BoxFuture<'static, Result<(), BackendError>> {
+        let pool = self.pool.clone();
+        let name = self.name.clone();
+        async move {
+            let mut rows = sqlx::query_scalar("SELECT key FROM spin_key_value WHERE store = ?1")
+                .bind(&name)
+                .fetch(&pool);
+            while let Some(key) = rows.try_next().await? {
+                if keys.send(key).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// A label served by a Redis server: its keys are the server's keys, as in
+/// Spin, so two labels on one server see the same data.
+pub(super) struct RedisStore {
+    /// Reconnects by itself; cloning shares the one multiplexed connection.
+    pub(super) connection: ConnectionManager,
+}
+
+impl RedisStore {
+    pub(super) async fn connect(url: &str) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        let connection = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self { connection })
+    }
+}
+
+impl Store for RedisStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
+        let mut connection = self.connection.clone();
+        async move {
+            Ok(redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut connection)
+                .await?)
+        }
+        .boxed()
+    }
+
+    fn set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), BackendError>> {
+        let mut connection = self.connection.clone();
+        async move {
+            let () = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .query_async(&mut connection)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        let mut connection = self.connection.clone();
+        async move {
+            let _removed: i64 = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut connection)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
+        let mut connection = self.connection.clone();
+        async move {
+            Ok(redis::cmd("EXISTS")
+                .arg(key)
+                .query_async(&mut connection)
+                .await?)
+        }
+        .boxed()
+    }
+
+    fn get_keys(&self, keys: mpsc::Sender<String>) -> BoxFuture<'static, Result<(), BackendError>> {
+        let mut connection = self.connection.clone();
+        async move {
+            // SCAN pages through the keyspace without blocking the server;
+            // a key may come twice if the server rehashes meanwhile.
+            let mut scan = redis::cmd("SCAN")
+                .cursor_arg(0)
+                .clone()
+                .iter_async::<String>(&mut connection)
+                .await?;
+            while let Some(key) = scan.next_item().await {
+                if keys.send(key?).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
