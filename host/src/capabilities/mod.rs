@@ -5,6 +5,7 @@
 //! per-instance `InstanceState`, and one `add_to_linker`. None reaches into
 //! another's state; what one needs from another is passed at configure time.
 
+pub mod allowed_hosts;
 pub mod key_value;
 pub mod outbound_http;
 pub mod postgres;

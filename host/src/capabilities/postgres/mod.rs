@@ -10,7 +10,6 @@
 //! with a clear error rather than silently connecting unencrypted.
 
 mod address;
-mod allowed_hosts;
 mod client;
 mod types;
 
@@ -21,12 +20,12 @@ use anyhow::Context;
 use tracing::Instrument;
 use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
 
+use super::allowed_hosts::AllowedHosts;
 use super::{View, variables};
 use crate::engine;
 use crate::manifest::App;
 
 use address::Address;
-pub use allowed_hosts::AllowedHosts;
 pub use client::Connection;
 use client::Pools;
 
@@ -59,14 +58,8 @@ impl AppState {
     pub fn configure(app: &App, variables: &variables::AppState) -> anyhow::Result<Self> {
         let mut allowed_hosts = HashMap::new();
         for component in app.components.values() {
-            let context = || format!("[component.{}] allowed_outbound_hosts", component.id);
-            let rendered = component
-                .allowed_outbound_hosts
-                .iter()
-                .map(|entry| variables.render(entry))
-                .collect::<anyhow::Result<Vec<_>>>()
-                .with_context(context)?;
-            let hosts = AllowedHosts::parse(&rendered).with_context(context)?;
+            let hosts = AllowedHosts::render(&component.allowed_outbound_hosts, variables)
+                .with_context(|| format!("[component.{}] allowed_outbound_hosts", component.id))?;
             allowed_hosts.insert(component.id.clone(), Arc::new(hosts));
         }
         Ok(Self {
@@ -101,7 +94,7 @@ impl InstanceState {
         let address = Address::parse(address).map_err(PgError::Address)?;
         if !self
             .allowed_hosts
-            .allows("postgres", &address.host, address.port)
+            .allows("postgres", &address.host, Some(address.port))
         {
             tracing::warn!(
                 host = %address.host,
@@ -457,9 +450,13 @@ mod tests {
         assert!(
             instance
                 .allowed_hosts
-                .allows("postgres", "db.internal", 5432)
+                .allows("postgres", "db.internal", Some(5432))
         );
-        assert!(!instance.allowed_hosts.allows("postgres", "other", 5432));
+        assert!(
+            !instance
+                .allowed_hosts
+                .allows("postgres", "other", Some(5432))
+        );
     }
 
     #[test]
@@ -477,17 +474,16 @@ mod tests {
     #[test]
     fn component_without_grants_may_reach_nothing() {
         let state = configure("").expect("configures");
-        assert!(
-            !state
-                .instance_state("c")
-                .allowed_hosts
-                .allows("postgres", "localhost", 5432)
-        );
+        assert!(!state.instance_state("c").allowed_hosts.allows(
+            "postgres",
+            "localhost",
+            Some(5432)
+        ));
         assert!(
             !state
                 .instance_state("unknown")
                 .allowed_hosts
-                .allows("postgres", "x", 5432)
+                .allows("postgres", "x", Some(5432))
         );
     }
 }
