@@ -33,14 +33,33 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Linear memory one instance may grow to unless its component says otherwise.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
 
-/// Component instances the pooling allocator keeps slots for.
-const POOLED_INSTANCES: u32 = 1_000;
+/// Calls of one component running at once unless its manifest sets
+/// `[component.x.tool.spindle] max_concurrency`.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 64;
 
-/// Creates the host's engine: the pooling allocator when the machine allows
-/// it, the on-demand allocator otherwise.
-pub fn new_engine() -> anyhow::Result<Engine> {
+/// The most calls of `component` that run at once.
+pub fn max_concurrency(component: &manifest::Component) -> u32 {
+    component
+        .spindle
+        .max_concurrency
+        .unwrap_or(DEFAULT_MAX_CONCURRENCY)
+}
+
+/// Instance slots the pooling allocator needs for `components`: one per call
+/// that may run, twice over for instances still winding down as new ones
+/// start. Sized from the limits, the pool never turns a call away.
+pub fn instance_slots<'a>(components: impl IntoIterator<Item = &'a manifest::Component>) -> u32 {
+    let calls: u32 = components.into_iter().map(max_concurrency).sum();
+    calls.saturating_mul(2).max(16)
+}
+
+/// Creates the host's engine with `instance_slots` pooled instances: the
+/// pooling allocator when the machine allows it, on demand otherwise.
+pub fn new_engine(instance_slots: u32) -> anyhow::Result<Engine> {
     let mut config = base_config();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
+        instance_slots,
+    )));
     match Engine::new(&config) {
         Ok(engine) => {
             tracing::debug!("using the pooling instance allocator");
@@ -65,16 +84,16 @@ fn base_config() -> Config {
     config
 }
 
-fn pooling_config() -> PoolingAllocationConfig {
+fn pooling_config(instances: u32) -> PoolingAllocationConfig {
     let mut pooling = PoolingAllocationConfig::default();
     // A Rust wasip2 component holds a handful of core instances (the program
     // and the adapter shims) and up to two memories and tables.
     pooling
-        .total_component_instances(POOLED_INSTANCES)
-        .total_core_instances(POOLED_INSTANCES * 8)
-        .total_memories(POOLED_INSTANCES * 2)
-        .total_tables(POOLED_INSTANCES * 4)
-        .total_stacks(POOLED_INSTANCES)
+        .total_component_instances(instances)
+        .total_core_instances(instances * 8)
+        .total_memories(instances * 2)
+        .total_tables(instances * 4)
+        .total_stacks(instances)
         .max_memory_size(DEFAULT_MEMORY_LIMIT as usize);
     pooling
 }

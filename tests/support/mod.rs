@@ -306,6 +306,25 @@ impl Spindle {
         self.stdout.text()
     }
 
+    /// The process's resident memory now (`VmRSS`), in bytes.
+    pub fn resident_memory_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("reading /proc/<pid>/status of spindle");
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("a VmRSS line");
+        kib * 1024
+    }
+
     /// Everything the process printed on stderr (its logs) so far.
     pub fn stderr(&self) -> String {
         self.stderr.text()

@@ -84,7 +84,7 @@ impl UpCommand {
             sqlite_statements: sqlite_statements(&self.sqlite)?,
         };
 
-        let engine = engine::new_engine()?;
+        let engine = engine::new_engine(engine::instance_slots(selected.iter().copied()))?;
         let linker = engine::new_linker(&engine)?;
         let cache = CompileCache::new(self.cache_dir.clone().unwrap_or_else(default_cache_dir));
         let components = selected

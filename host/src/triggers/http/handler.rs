@@ -98,6 +98,11 @@ impl ComponentInstances {
     pub fn id(&self) -> &str {
         &self.component.id
     }
+
+    /// How long one call may take before its caller gets a 504.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
 }
 
 impl HandlerState for ComponentInstances {

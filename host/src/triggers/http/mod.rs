@@ -7,6 +7,7 @@
 //! serves service-chaining requests in-process, as outbound_http's
 //! `LocalDispatch`.
 
+mod admission;
 mod handler;
 pub mod routes;
 
@@ -31,8 +32,9 @@ use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler};
 
 use crate::capabilities::AppCapabilities;
 use crate::capabilities::outbound_http::{LocalDispatch, LocalTarget};
-use crate::engine::LoadedComponent;
+use crate::engine::{self, LoadedComponent};
 use crate::manifest::{App, HttpRoute};
+use admission::Admission;
 use handler::ComponentInstances;
 use routes::{Route, RouteMatch, Router};
 
@@ -42,13 +44,22 @@ const HEALTH_PATH: &str = "/.well-known/spin/health";
 /// `spin-client-addr` of a chained request, which has no network peer.
 const CHAINED_CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
+/// What an overloaded component's callers are told to wait, in seconds.
+const RETRY_AFTER_SECONDS: &str = "1";
+
 /// How long in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Routes HTTP requests to the app's components.
 pub struct HttpTrigger {
     router: Router,
-    handlers: HashMap<String, ProxyHandler<ComponentInstances>>,
+    components: HashMap<String, HttpComponent>,
+}
+
+/// One HTTP-triggered component: who may call it now, and its instances.
+struct HttpComponent {
+    admission: Admission,
+    handler: ProxyHandler<ComponentInstances>,
 }
 
 impl HttpTrigger {
@@ -60,15 +71,20 @@ impl HttpTrigger {
         capabilities: &Arc<AppCapabilities>,
         components: &[LoadedComponent],
     ) -> anyhow::Result<Self> {
-        let mut handlers = HashMap::new();
+        let mut components_by_id = HashMap::new();
         let mut routes = Vec::new();
         for trigger in &app.http_triggers {
             let Some(loaded) = components.iter().find(|c| c.config.id == trigger.component) else {
                 continue;
             };
-            if !handlers.contains_key(&trigger.component) {
+            if !components_by_id.contains_key(&trigger.component) {
                 let instances = ComponentInstances::new(engine, capabilities, loaded)?;
-                handlers.insert(trigger.component.clone(), ProxyHandler::new(instances));
+                let limit = engine::max_concurrency(&loaded.config) as usize;
+                let component = HttpComponent {
+                    admission: Admission::new(limit),
+                    handler: ProxyHandler::new(instances),
+                };
+                components_by_id.insert(trigger.component.clone(), component);
             }
             if let HttpRoute::Route(route) = &trigger.route {
                 routes.push(Route::new(&app.http_base, route, &trigger.component));
@@ -76,7 +92,7 @@ impl HttpTrigger {
         }
         Ok(Self {
             router: Router::new(routes),
-            handlers,
+            components: components_by_id,
         })
     }
 
@@ -155,8 +171,13 @@ impl HttpTrigger {
         client: SocketAddr,
     ) -> Response<WasiBody> {
         let path = request.uri().path().to_string();
-        let Some(handler) = self.handlers.get(&matched.route.component) else {
+        let Some(component) = self.components.get(&matched.route.component) else {
             return empty_response(StatusCode::NOT_FOUND);
+        };
+        let handler = &component.handler;
+        let Ok(_running) = component.admission.admit().await else {
+            tracing::debug!(component = %handler.state().id(), %path, "overloaded: turned away");
+            return overloaded_response();
         };
         let request = match guest_request(request, matched, client) {
             Ok(request) => request,
@@ -165,7 +186,15 @@ impl HttpTrigger {
                 return empty_response(StatusCode::BAD_REQUEST);
             }
         };
-        match handler.handle((), request).await {
+        // The deadline is enforced here too: a guest that never yields may
+        // keep the instance's own timer from firing.
+        let call = handler.handle((), request);
+        let Ok(outcome) = tokio::time::timeout(handler.state().request_timeout(), call).await
+        else {
+            tracing::warn!(component = %handler.state().id(), %path, "request timed out");
+            return empty_response(StatusCode::GATEWAY_TIMEOUT);
+        };
+        match outcome {
             Ok(response) => response,
             Err(error) if error.is::<ExpirationError>() => {
                 tracing::warn!(component = %handler.state().id(), %path, "request timed out");
@@ -195,7 +224,7 @@ impl LocalDispatch for HttpTrigger {
             let router = match &target {
                 LocalTarget::App => &self.router,
                 LocalTarget::Component(id) => {
-                    if !self.handlers.contains_key(id) {
+                    if !self.components.contains_key(id) {
                         return Err(wasmtime_wasi_http::Error::DestinationNotFound);
                     }
                     // Spin gives a chained request the synthetic route `/...`,
@@ -263,6 +292,16 @@ fn empty_response(status: StatusCode) -> Response<WasiBody> {
     let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
     let mut response = Response::new(body);
     *response.status_mut() = status;
+    response
+}
+
+/// `503` with `Retry-After`: the component is at its limit, try again soon.
+fn overloaded_response() -> Response<WasiBody> {
+    let mut response = empty_response(StatusCode::SERVICE_UNAVAILABLE);
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECONDS),
+    );
     response
 }
 

@@ -1,0 +1,37 @@
+//! Test guest for the host's limits:
+//! - `/slow`: answers after 200 ms (without holding a CPU);
+//! - `/loop`: spins forever without yielding;
+//! - `/grow`: allocates until its memory runs out;
+//! - anything else: answers `ok` at once.
+
+use std::time::Duration;
+
+use spin_sdk::http::{IntoResponse, Request};
+use spin_sdk::http_service;
+
+#[http_service]
+async fn limits(req: Request) -> impl IntoResponse {
+    match req.uri().path() {
+        "/slow" => {
+            spin_sdk::time::sleep(Duration::from_millis(200)).await;
+            "slow ok".to_string()
+        }
+        "/loop" => spin_forever(),
+        "/grow" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                // Touch every page so the memory is really committed.
+                hoard.push(vec![1; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        _ => "ok".to_string(),
+    }
+}
+
+fn spin_forever() -> String {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}

@@ -1,0 +1,122 @@
+//! The host's limits end to end: admission control turns a burst away with
+//! 503 + Retry-After instead of failing, a guest that never yields gets 504
+//! without stopping the others, and one that grows without bound fails alone.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use support::{App, guest_wasm};
+
+fn manifest(max_concurrency: u32) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "limits"
+
+[[trigger.http]]
+route = "/..."
+component = "limits"
+
+[component.limits]
+source = "{}"
+[component.limits.tool.spindle]
+max_concurrency = {max_concurrency}
+timeout = "1s"
+memory_limit = "32MiB"
+"#,
+        guest_wasm("limits").display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_beyond_the_limit_gets_200_or_503_with_retry_after_and_nothing_else() {
+    let app = App::new(&manifest(8));
+    let spindle = app.start();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = format!("{}/slow", spindle.base_url());
+    let calls = (0..2_000).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let response = client
+                .get(&url)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .expect("every request gets an answer");
+            let retry_after = response.headers().get("retry-after").is_some();
+            (response.status().as_u16(), retry_after)
+        }
+    });
+    let outcomes = join_all(calls).await;
+
+    let served = outcomes.iter().filter(|(status, _)| *status == 200).count();
+    let turned_away = outcomes.iter().filter(|(status, _)| *status == 503).count();
+    assert_eq!(
+        served + turned_away,
+        outcomes.len(),
+        "only 200 and 503: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|(status, retry)| *status != 503 || *retry),
+        "every 503 carries Retry-After"
+    );
+    assert!(
+        served >= 8,
+        "at least the admitted calls were served: {served}"
+    );
+    assert!(
+        turned_away > 0,
+        "2,000 calls at once against a limit of 8 must turn some away"
+    );
+    let rss = spindle.resident_memory_bytes();
+    assert!(
+        rss < 512 << 20,
+        "the host's memory stays bounded: {} MiB",
+        rss >> 20
+    );
+    assert_eq!(spindle.get("/").await.status, 200, "and it still serves");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_looping_guest_gets_504_while_other_requests_are_served() {
+    let app = App::new(&manifest(8));
+    let spindle = app.start();
+    let started = Instant::now();
+    let (looping, others) = tokio::join!(spindle.get("/loop"), async {
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(spindle.get("/").await.status);
+        }
+        statuses
+    });
+    assert_eq!(looping.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the 1s timeout ended the call (took {:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        others,
+        vec![200; 5],
+        "the other requests were served meanwhile"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_hungry_guest_fails_alone() {
+    let app = App::new(&manifest(8));
+    let spindle = app.start();
+    assert_eq!(spindle.get("/grow").await.status, 500);
+    assert_eq!(
+        spindle.get("/").await.status,
+        200,
+        "the next request is served"
+    );
+}
