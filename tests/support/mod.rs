@@ -306,6 +306,39 @@ impl Spindle {
         self.stdout.text()
     }
 
+    /// The process id, for sending it signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the process exits by itself; panics (showing its output)
+    /// if it is still running after `deadline`.
+    pub fn wait_for_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("polling spindle") {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "spindle still running after {deadline:?}"
+            );
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Waits until `needle` has appeared `count` times on stdout.
+    pub fn wait_for_stdout_count(&self, needle: &str, count: usize, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        while self.stdout().matches(needle).count() < count {
+            assert!(
+                Instant::now() < until,
+                "`{needle}` appeared fewer than {count} times on stdout within {deadline:?}"
+            );
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
     /// The process's resident memory now (`VmRSS`), in bytes.
     pub fn resident_memory_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

@@ -1,5 +1,6 @@
 //! Test guest for the host's limits:
-//! - `/slow`: answers after 200 ms (without holding a CPU);
+//! - `/slow`: prints `slow request started`, answers 200 ms later (without
+//!   holding a CPU);
 //! - `/loop`: spins forever without yielding;
 //! - `/grow`: allocates until its memory runs out;
 //! - anything else: answers `ok` at once.
@@ -13,6 +14,8 @@ use spin_sdk::http_service;
 async fn limits(req: Request) -> impl IntoResponse {
     match req.uri().path() {
         "/slow" => {
+            // Tests count these lines to know a request is in flight.
+            println!("slow request started");
             spin_sdk::time::sleep(Duration::from_millis(200)).await;
             "slow ok".to_string()
         }
