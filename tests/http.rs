@@ -239,3 +239,29 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn selected_components_serve_and_the_others_routes_are_absent() {
+    let app = App::new(&http_manifest(&[
+        ("/hello", "hello", "hello"),
+        ("/echo/...", "echo", "http-echo"),
+    ]));
+    let spindle = app.start_with(&["-c", "echo"]);
+    assert_eq!(spindle.get("/echo/x").await.status, 200);
+    assert_eq!(
+        spindle.get("/hello").await.status,
+        404,
+        "hello is not selected"
+    );
+    let routes = spindle.stdout();
+    assert!(routes.contains("  echo: "), "{routes}");
+    assert!(!routes.contains("  hello: "), "{routes}");
+}
+
+#[test]
+fn selecting_an_unknown_component_is_an_error() {
+    let app = App::new(&http_manifest(&[("/hello", "hello", "hello")]));
+    let (code, stderr) = app.run_up_expecting_failure_with(&["-c", "nope"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("no component `nope`"), "{stderr}");
+}
