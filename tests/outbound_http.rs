@@ -142,9 +142,12 @@ async fn denied_host_gets_http_request_denied_and_nothing_is_sent() {
         0,
         "a denied request reached the server"
     );
+    // The log is drained from the process asynchronously: wait for it.
+    spindle.wait_for_stderr("denied", std::time::Duration::from_secs(10));
     let log = spindle.stderr();
     assert!(
-        log.contains("denied") && log.contains("fetch"),
+        log.lines()
+            .any(|line| line.contains("denied") && line.contains("fetch")),
         "the denial is not logged with the component: {log}"
     );
 }

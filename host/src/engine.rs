@@ -254,6 +254,27 @@ impl LoadedComponent {
         component: &manifest::Component,
     ) -> anyhow::Result<Self> {
         let compiled = cache.load(engine, component)?;
+        Self::link(linker, compiled, component)
+    }
+
+    /// Compiles (or loads from `cache`) `wasm` as a new version of
+    /// `component`, and links it: what a hot deploy checks before swapping.
+    pub fn from_wasm(
+        engine: &Engine,
+        linker: &Linker<InstanceState>,
+        cache: &CompileCache,
+        component: &manifest::Component,
+        wasm: &[u8],
+    ) -> anyhow::Result<Self> {
+        let compiled = cache.compile(engine, &component.id, wasm)?;
+        Self::link(linker, compiled, component)
+    }
+
+    fn link(
+        linker: &Linker<InstanceState>,
+        compiled: Component,
+        component: &manifest::Component,
+    ) -> anyhow::Result<Self> {
         let pre = linker.instantiate_pre(&compiled).with_context(|| {
             format!(
                 "component `{}` imports an interface spindle does not provide",
@@ -279,15 +300,21 @@ impl CompileCache {
         Self { dir: dir.into() }
     }
 
-    /// The compiled form of `component`, from the cache or freshly compiled.
+    /// The compiled form of `component`'s wasm file, from the cache or
+    /// freshly compiled.
     pub fn load(
         &self,
         engine: &Engine,
         component: &manifest::Component,
     ) -> anyhow::Result<Component> {
-        let id = &component.id;
         let wasm = read_wasm(component)?;
-        let entry = self.dir.join(format!("{}.cwasm", cache_key(engine, &wasm)));
+        self.compile(engine, &component.id, &wasm)
+            .map_err(|error| error.context(format!("compiling {}", component.source.display())))
+    }
+
+    /// The compiled form of `wasm`, from the cache or freshly compiled.
+    pub fn compile(&self, engine: &Engine, id: &str, wasm: &[u8]) -> anyhow::Result<Component> {
+        let entry = self.dir.join(format!("{}.cwasm", cache_key(engine, wasm)));
         if entry.exists() {
             // SAFETY: `entry` was written by `precompile_component` of an
             // engine with the same compatibility hash (it is in the name),
@@ -302,9 +329,9 @@ impl CompileCache {
                 }
             }
         }
-        let compiled = engine.precompile_component(&wasm).with_context(|| {
-            format!("component `{id}`: compiling {}", component.source.display())
-        })?;
+        let compiled = engine
+            .precompile_component(wasm)
+            .with_context(|| format!("component `{id}` is not a valid component"))?;
         self.store(&entry, &compiled)
             .with_context(|| format!("writing the compile cache in {}", self.dir.display()))?;
         tracing::info!(component = %id, "compiled and cached");

@@ -16,4 +16,5 @@ pub mod capabilities;
 pub mod cli;
 pub mod engine;
 pub mod manifest;
+pub mod ops;
 pub mod triggers;

@@ -212,7 +212,7 @@ impl App {
             .arg("up")
             .arg("-f")
             .arg(self.manifest_path())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
             .arg("--state-dir")
             .arg(self.dir.path().join(".spin"))
             .arg("--cache-dir")
@@ -304,6 +304,17 @@ impl Spindle {
     /// Everything the process printed on stdout so far.
     pub fn stdout(&self) -> String {
         self.stdout.text()
+    }
+
+    /// `http://127.0.0.1:PORT` of the operations listener (health, deploy).
+    pub fn ops_url(&self) -> String {
+        self.wait_for_stdout("Operations on http://", STARTUP_DEADLINE);
+        let stdout = self.stdout();
+        let address = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("Operations on http://"))
+            .expect("the line was just seen");
+        format!("http://{}", address.trim())
     }
 
     /// The process id, for sending it signals.

@@ -4,9 +4,11 @@
 //! user's muscle memory works here.
 
 mod build;
+mod deploy;
 mod up;
 
 pub use build::BuildCommand;
+pub use deploy::DeployCommand;
 pub use up::UpCommand;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -30,6 +32,8 @@ enum Command {
     Up(UpCommand),
     /// Run each component's build command.
     Build(BuildCommand),
+    /// Replace one component of a running host.
+    Deploy(DeployCommand),
 }
 
 /// How the host writes its own log lines.
@@ -47,6 +51,7 @@ impl Cli {
         match self.command {
             Command::Up(up) => up.run(),
             Command::Build(build) => build.run(),
+            Command::Deploy(deploy) => deploy.run(),
         }
     }
 }

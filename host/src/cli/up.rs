@@ -7,11 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::bus::Bus;
 use crate::capabilities::{AppCapabilities, HostSettings};
 use crate::engine::{self, CompileCache, EpochTicker, LoadedComponent};
 use crate::manifest::{self, App, RuntimeConfig};
+use crate::ops::{self, Deployer};
 use crate::triggers::http::HttpTrigger;
 use crate::triggers::http::routes::Route;
 
@@ -25,6 +27,14 @@ pub struct UpCommand {
     /// Address the HTTP trigger listens on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:3000", env = "SPINDLE_LISTEN")]
     pub listen: SocketAddr,
+
+    /// Address of the operations listener (health, deploy); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:3001", env = "SPINDLE_OPS_LISTEN")]
+    pub ops_listen: SocketAddr,
+
+    /// Bearer token the deploy API requires; without one, deploys are refused.
+    #[arg(long, env = "SPINDLE_DEPLOY_TOKEN", hide_env_values = true)]
+    pub deploy_token: Option<String>,
 
     /// Runtime config (TOML) naming the backends of stores, databases and the bus.
     #[arg(long)]
@@ -107,9 +117,33 @@ impl UpCommand {
             let listener = TcpListener::bind(self.listen)
                 .await
                 .with_context(|| format!("listening on {}", self.listen))?;
-            let address = listener.local_addr()?;
-            print_routes(address, trigger.routes());
-            trigger.serve(listener, shutdown_signal()).await
+            let ops_listener = TcpListener::bind(self.ops_listen)
+                .await
+                .with_context(|| format!("--ops-listen {}", self.ops_listen))?;
+            print_routes(listener.local_addr()?, trigger.routes());
+            println!("Operations on http://{}", ops_listener.local_addr()?);
+
+            let deployer = Arc::new(Deployer::new(
+                engine.clone(),
+                linker,
+                cache,
+                trigger.clone(),
+                selected.iter().map(|component| (*component).clone()),
+                self.deploy_token.clone(),
+            ));
+            let (stop, stopped) = watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            let ops = tokio::spawn(ops::serve(
+                ops_listener,
+                deployer,
+                stop_requested(stopped.clone()),
+            ));
+            trigger.serve(listener, stop_requested(stopped)).await?;
+            ops.await.context("the ops listener task")??;
+            Ok(())
         })
     }
 }
@@ -202,6 +236,11 @@ fn print_routes(address: SocketAddr, routes: &[Route]) {
         );
     }
     let _ = out.flush();
+}
+
+/// Resolves once shutdown was requested on `stopped`.
+async fn stop_requested(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 async fn shutdown_signal() {

@@ -14,7 +14,7 @@ pub mod routes;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,12 +54,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct HttpTrigger {
     router: Router,
     components: HashMap<String, HttpComponent>,
+    /// Kept to build the instances of a component deployed while running.
+    engine: Engine,
+    capabilities: Arc<AppCapabilities>,
 }
 
 /// One HTTP-triggered component: who may call it now, and its instances.
 struct HttpComponent {
     admission: Admission,
-    handler: ProxyHandler<ComponentInstances>,
+    /// Swapped whole by a deploy; a call clones it (an `Arc`) at its start,
+    /// so calls already running finish on the version they began with.
+    handler: RwLock<ProxyHandler<ComponentInstances>>,
 }
 
 impl HttpTrigger {
@@ -82,7 +87,7 @@ impl HttpTrigger {
                 let limit = engine::max_concurrency(&loaded.config) as usize;
                 let component = HttpComponent {
                     admission: Admission::new(limit),
-                    handler: ProxyHandler::new(instances),
+                    handler: RwLock::new(ProxyHandler::new(instances)),
                 };
                 components_by_id.insert(trigger.component.clone(), component);
             }
@@ -93,7 +98,31 @@ impl HttpTrigger {
         Ok(Self {
             router: Router::new(routes),
             components: components_by_id,
+            engine: engine.clone(),
+            capabilities: capabilities.clone(),
         })
+    }
+
+    /// Whether `id` is one of the HTTP components this host runs.
+    pub fn serves(&self, id: &str) -> bool {
+        self.components.contains_key(id)
+    }
+
+    /// Swaps in a new version of a running component: new calls go to it,
+    /// calls already running finish on the old one. A version that does not
+    /// export an HTTP handler is refused and the old one keeps serving.
+    pub fn replace(&self, loaded: &LoadedComponent) -> anyhow::Result<()> {
+        let id = &loaded.config.id;
+        let Some(component) = self.components.get(id) else {
+            anyhow::bail!("component `{id}` is not served by this host's HTTP trigger");
+        };
+        let instances = ComponentInstances::new(&self.engine, &self.capabilities, loaded)?;
+        let mut handler = component
+            .handler
+            .write()
+            .map_err(|_| anyhow::anyhow!("component `{id}`: handler lock poisoned"))?;
+        *handler = ProxyHandler::new(instances);
+        Ok(())
     }
 
     /// The public routes, most specific first.
@@ -174,10 +203,13 @@ impl HttpTrigger {
         let Some(component) = self.components.get(&matched.route.component) else {
             return empty_response(StatusCode::NOT_FOUND);
         };
-        let handler = &component.handler;
         let Ok(_running) = component.admission.admit().await else {
-            tracing::debug!(component = %handler.state().id(), %path, "overloaded: turned away");
+            tracing::debug!(component = %matched.route.component, %path, "overloaded: turned away");
             return overloaded_response();
+        };
+        let handler = match component.handler.read() {
+            Ok(handler) => handler.clone(),
+            Err(_) => return empty_response(StatusCode::INTERNAL_SERVER_ERROR),
         };
         let request = match guest_request(request, matched, client) {
             Ok(request) => request,
