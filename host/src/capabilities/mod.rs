@@ -87,6 +87,26 @@ impl<S> View<'_, S> {
     }
 }
 
+/// How long a SQLite writer waits for another's lock before it fails.
+const SQLITE_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connect options every SQLite file the host opens shares (key-value
+/// stores, `spin:sqlite` databases, managed databases): the file and its
+/// folder are created if missing, and WAL lets readers and a writer proceed
+/// side by side.
+pub fn sqlite_file_options(
+    path: &std::path::Path,
+) -> std::io::Result<sqlx::sqlite::SqliteConnectOptions> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT))
+}
+
 /// Links every capability's interfaces.
 pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
     variables::add_to_linker(linker)?;

@@ -51,9 +51,6 @@ const DEFAULT_LABEL: &str = "default";
 /// The `default` store's file in the state dir; the name Spin uses.
 const DEFAULT_FILE: &str = "sqlite_key_value.db";
 
-/// How long an SQLite write waits for another writer before failing.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// How long connecting to Redis, or one Redis command, may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -6,10 +6,10 @@ use anyhow::Context as _;
 use futures::TryStreamExt;
 use futures::future::{BoxFuture, FutureExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use tokio::sync::mpsc;
 
-use super::{BackendError, REDIS_TIMEOUT, SQLITE_BUSY_TIMEOUT};
+use super::{BackendError, REDIS_TIMEOUT};
 
 /// A key-value backend serving one label.
 ///
@@ -44,15 +44,8 @@ pub(super) const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_valu
 
 /// Opens (creating if needed) the SQLite file at `path` with Spin's table.
 pub(super) async fn open_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        // Readers (a long `get-keys`) and a writer proceed side by side.
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    let options = crate::capabilities::sqlite_file_options(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     let pool = SqlitePoolOptions::new().connect_with(options).await?;
     sqlx::query(SQLITE_SCHEMA).execute(&pool).await?;
     Ok(pool)

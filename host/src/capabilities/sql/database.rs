@@ -13,10 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow, PgTypeInfo, PgValueRef, Postgres};
-use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow,
-};
+use sqlx::sqlite::{SqliteArguments, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Row, Sqlite, TypeInfo, ValueRef};
 
 use super::bindings::spindle::platform::sql::{RowSet, Value};
@@ -46,15 +43,7 @@ pub enum Transaction {
 impl Database {
     /// Opens (creating if missing) the SQLite file at `path`.
     pub async fn open_sqlite(path: &Path) -> Result<Self, sqlx::Error> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(ACQUIRE_TIMEOUT)
-            .foreign_keys(true);
+        let options = crate::capabilities::sqlite_file_options(path)?.foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(ACQUIRE_TIMEOUT)

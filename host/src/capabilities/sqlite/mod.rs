@@ -48,9 +48,6 @@ const DEFAULT_LABEL: &str = "default";
 /// The `default` database's file in the state dir; the name Spin uses.
 const DEFAULT_FILE: &str = "sqlite_db.db";
 
-/// How long a statement waits for another connection's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Connections per database file; each open guest `connection` holds one.
 const MAX_CONNECTIONS: u32 = 16;
 

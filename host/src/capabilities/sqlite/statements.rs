@@ -6,30 +6,20 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::TryStreamExt;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteValueRef,
-};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow, SqliteValueRef};
 use sqlx::{AssertSqlSafe, Column, Decode, Executor, Row, SqlSafeStr, Sqlite, Statement};
 use sqlx::{TypeInfo, ValueRef};
 use tokio::sync::Mutex;
 
 use super::bindings::spin::sqlite::sqlite::{Error, RowResult, Value};
 use super::{
-    ACQUIRE_TIMEOUT, BUSY_TIMEOUT, Connection, MAX_CONNECTIONS, MAX_RESULT_BYTES, Session,
-    to_guest_error,
+    ACQUIRE_TIMEOUT, Connection, MAX_CONNECTIONS, MAX_RESULT_BYTES, Session, to_guest_error,
 };
 
 /// Opens (creating if needed) the database file at `path`.
 pub(super) async fn open_pool(path: &Path) -> anyhow::Result<SqlitePool> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(BUSY_TIMEOUT);
+    let options = crate::capabilities::sqlite_file_options(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     let pool = SqlitePoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
