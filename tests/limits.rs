@@ -120,3 +120,29 @@ async fn a_memory_hungry_guest_fails_alone() {
         "the next request is served"
     );
 }
+
+#[tokio::test]
+async fn guest_output_goes_to_the_component_log_file_and_the_host_log() {
+    let app = App::new(&manifest(8));
+    let spindle = app.start();
+    assert_eq!(spindle.get("/slow").await.status, 200);
+    spindle.wait_for_log_count("slow request started", 1, Duration::from_secs(10));
+    let line = spindle
+        .stderr()
+        .lines()
+        .find(|line| line.contains("slow request started"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        line.contains("component=limits"),
+        "the log names the component: {line}"
+    );
+    let file = app
+        .manifest_path()
+        .parent()
+        .expect("app dir")
+        .join(".spin/logs/limits_stdout.txt");
+    let logged = std::fs::read_to_string(&file)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", file.display()));
+    assert_eq!(logged, "slow request started\n");
+}

@@ -36,7 +36,7 @@ source = "{}"
         async move { client.get(&url).send().await.map(|r| r.status().as_u16()) }
     })));
     // In flight means the guest has started them: it prints a line for each.
-    spindle.wait_for_stdout_count("slow request started", 20, Duration::from_secs(30));
+    spindle.wait_for_log_count("slow request started", 20, Duration::from_secs(30));
 
     let status = Command::new("kill")
         .args(["-TERM", &spindle.pid().to_string()])

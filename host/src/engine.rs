@@ -23,7 +23,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::{
-    self, AppCapabilities, key_value, outbound_http, postgres, sql, sqlite, variables,
+    self, AppCapabilities, key_value, messaging, outbound_http, postgres, sql, sqlite, variables,
 };
 use crate::manifest;
 
@@ -151,6 +151,8 @@ pub struct InstanceState {
     pub(crate) postgres: postgres::InstanceState,
     /// `spindle:platform/sql`.
     pub(crate) sql: sql::InstanceState,
+    /// `spindle:platform/messaging`.
+    pub(crate) messaging: messaging::InstanceState,
     /// Outbound `wasi:http` policy and service chaining.
     pub(crate) outbound_http: outbound_http::InstanceState,
 }
@@ -160,7 +162,14 @@ impl InstanceState {
     pub fn new(component: &manifest::Component, capabilities: &AppCapabilities) -> Self {
         let id = component.id.as_str();
         let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdout().inherit_stderr();
+        match capabilities.stdio.streams(id) {
+            Some((stdout, stderr)) => {
+                wasi.stdout(stdout).stderr(stderr);
+            }
+            None => {
+                wasi.inherit_stdout().inherit_stderr();
+            }
+        }
         for (key, value) in &component.environment {
             wasi.env(key, value);
         }
@@ -180,8 +189,18 @@ impl InstanceState {
             sqlite: capabilities.sqlite.instance_state(id),
             postgres: capabilities.postgres.instance_state(id),
             sql: capabilities.sql.instance_state(id),
+            messaging: capabilities.messaging.instance_state(id),
             outbound_http: capabilities.outbound_http.instance_state(id),
         }
+    }
+
+    /// Traces the capability calls made from now on under `span` (the
+    /// component call running in this instance).
+    pub fn trace_under(&mut self, span: tracing::Span) {
+        self.key_value.call_span = span.clone();
+        self.sql.call_span = span.clone();
+        self.outbound_http.call_span = span.clone();
+        self.messaging.trace_under(span);
     }
 
     /// The `wasi:http` view the HTTP trigger hands to wasmtime-wasi-http.

@@ -9,12 +9,23 @@
 //! - [`engine`]: the engine, the per-instance store data, the linker, the
 //!   on-disk compile cache and one `InstancePre` per component.
 //! - [`capabilities`]: one module per host interface granted to guests.
-//! - [`triggers`]: what turns an outside event (an HTTP request) into a call.
+//! - [`health`]: readiness probes of the app's dependencies.
+//! - [`metrics`]: the Prometheus registry triggers and capabilities record into.
+//! - [`telemetry`]: the host log and OTLP traces.
+//! - [`platform`]: bindings of Spindle's own WIT package (`wit/`).
+//! - [`bus`]: the message bus (NATS, or in-process) behind messaging,
+//!   the outbox and the NATS trigger.
+//! - [`triggers`]: what turns an outside event (an HTTP request, a message)
+//!   into a call.
 
 pub mod bus;
 pub mod capabilities;
 pub mod cli;
 pub mod engine;
+pub mod health;
 pub mod manifest;
+pub mod metrics;
 pub mod ops;
+pub mod platform;
+pub mod telemetry;
 pub mod triggers;

@@ -98,6 +98,18 @@ pub fn guest_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// Copies the `message-handler` guest's migrations into the app at
+/// `app_dir` for its component `component`, as `migrations/<component>/`.
+pub fn install_message_handler_migrations(app_dir: &Path, component: &str) {
+    let source = workspace_root().join("tests/guests/message-handler/migrations");
+    let target = app_dir.join("migrations").join(component);
+    std::fs::create_dir_all(&target).expect("create the migrations dir");
+    for entry in std::fs::read_dir(&source).expect("the guest's migrations") {
+        let entry = entry.expect("a migration");
+        std::fs::copy(entry.path(), target.join(entry.file_name())).expect("copy a migration");
+    }
+}
+
 /// A spin.toml with one HTTP trigger per `(route, component id, guest crate)`;
 /// a component named twice is declared once.
 pub fn http_manifest(routes: &[(&str, &str, &str)]) -> String {
@@ -338,13 +350,14 @@ impl Spindle {
         }
     }
 
-    /// Waits until `needle` has appeared `count` times on stdout.
-    pub fn wait_for_stdout_count(&self, needle: &str, count: usize, deadline: Duration) {
+    /// Waits until `needle` has appeared `count` times in the host's log
+    /// (stderr), where guest output goes too.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, deadline: Duration) {
         let until = Instant::now() + deadline;
-        while self.stdout().matches(needle).count() < count {
+        while self.stderr().matches(needle).count() < count {
             assert!(
                 Instant::now() < until,
-                "`{needle}` appeared fewer than {count} times on stdout within {deadline:?}"
+                "`{needle}` appeared fewer than {count} times in the log within {deadline:?}"
             );
             thread::sleep(POLL_INTERVAL);
         }

@@ -8,6 +8,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use std::path::Path;
+
 use super::workspace_root;
 
 /// The PostgreSQL server's URL (`SPINDLE_TEST_POSTGRES_URL`).
@@ -78,5 +80,97 @@ fn host_port(url: &str, default_port: u16) -> String {
         host.to_string()
     } else {
         format!("{host}:{default_port}")
+    }
+}
+
+/// A NATS server of the test's own (JetStream on, storage in a temp dir),
+/// for tests that stop and restart the broker without disturbing others.
+pub struct PrivateNats {
+    port: u16,
+    store: tempfile::TempDir,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    /// Starts one on a free port and waits until it answers.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut nats = Self {
+            port,
+            store: tempfile::tempdir().expect("a temp dir for JetStream"),
+            process: None,
+        };
+        nats.launch();
+        nats
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server and starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.resume();
+    }
+
+    /// Starts the server again after [`PrivateNats::stop`].
+    pub fn resume(&mut self) {
+        self.launch();
+    }
+
+    fn launch(&mut self) {
+        let binary = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .unwrap_or("nats-server");
+        let process = Command::new(binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("starting {binary} (apt-get install -y nats-server): {error}")
+            });
+        self.process = Some(process);
+        let address = format!("127.0.0.1:{}", self.port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !answers(&address) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the private NATS server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

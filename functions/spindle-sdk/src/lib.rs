@@ -2,9 +2,35 @@
 //!
 //! - [`sql`]: the component's own managed database (queries, transactions,
 //!   and the transactional outbox through [`sql::Transaction::publish`]).
+//! - [`messaging`]: publish and request/reply on the app's message bus.
+//! - [`types`]: the message record both share with the handler export.
 //!
 //! The bindings are generated from `wit/` at the workspace root, the same
 //! files the host binds, so guest and host cannot drift apart.
+//!
+//! # Handling messages
+//!
+//! A `[[trigger.nats]]` component exports `spindle:platform/message-handler`.
+//! Exports are generated in the component's own crate (a library cannot
+//! declare an export for its users), reusing this crate's imports:
+//!
+//! ```ignore
+//! wit_bindgen::generate!({
+//!     path: "../spindle-sdk/wit",   // or wherever `wit/` is
+//!     world: "spindle:platform/message-component",
+//!     with: {
+//!         "spindle:platform/sql@0.1.0": spindle_sdk::sql,
+//!         "spindle:platform/types@0.1.0": spindle_sdk::types,
+//!         "spindle:platform/messaging@0.1.0": spindle_sdk::messaging,
+//!     },
+//! });
+//! use exports::spindle::platform::message_handler::{Guest, HandlerError, Message};
+//! struct Handler;
+//! impl Guest for Handler {
+//!     async fn handle(message: Message) -> Result<(), HandlerError> { Ok(()) }
+//! }
+//! export!(Handler);
+//! ```
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -24,4 +50,19 @@ wit_bindgen::generate!({
 /// ```
 pub mod sql {
     pub use crate::spindle::platform::sql::*;
+}
+
+/// Publishing and request/reply, to subjects the manifest allows
+/// (`[component.<id>.tool.spindle] allowed_publish`).
+///
+/// ```ignore
+/// spindle_sdk::messaging::publish("order.created".into(), body, vec![]).await?;
+/// ```
+pub mod messaging {
+    pub use crate::spindle::platform::messaging::*;
+}
+
+/// The message record.
+pub mod types {
+    pub use crate::spindle::platform::types::*;
 }

@@ -7,10 +7,12 @@
 
 pub mod allowed_hosts;
 pub mod key_value;
+pub mod messaging;
 pub mod outbound_http;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
+pub mod stdio;
 pub mod variables;
 
 use std::path::PathBuf;
@@ -44,13 +46,17 @@ pub struct AppCapabilities {
     pub postgres: postgres::AppState,
     /// `spindle:platform/sql`: each component's managed database.
     pub sql: sql::AppState,
+    /// `spindle:platform/messaging`: publish and request on the bus.
+    pub messaging: messaging::AppState,
     /// Outbound `wasi:http` and service chaining.
     pub outbound_http: outbound_http::AppState,
+    /// Guest stdout and stderr: per-component log files and the host log.
+    pub stdio: stdio::AppState,
 }
 
 impl AppCapabilities {
     /// Configures every capability for `app`, failing on the first problem.
-    /// `bus` is where outbox messages are relayed.
+    /// `bus` is where outbox messages are relayed and guests publish.
     pub async fn configure(
         app: &App,
         runtime_config: &RuntimeConfig,
@@ -64,9 +70,20 @@ impl AppCapabilities {
             sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
             postgres: postgres::AppState::configure(app, &variables)?,
             sql: sql::AppState::configure(app, runtime_config, settings, bus).await?,
-            outbound_http: outbound_http::AppState::configure(app, &variables)?,
+            messaging: messaging::AppState::configure(app, bus),
+            outbound_http: outbound_http::AppState::configure(app, runtime_config, &variables)?,
+            stdio: stdio::AppState::configure(app, settings)?,
             variables,
         })
+    }
+}
+
+impl AppCapabilities {
+    /// Readiness probes of the backends the capabilities opened.
+    pub fn probes(&self) -> Vec<crate::health::Probe> {
+        let mut probes = self.sql.probes();
+        probes.extend(self.key_value.probes());
+        probes
     }
 }
 
@@ -114,6 +131,7 @@ pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Re
     sqlite::add_to_linker(linker)?;
     postgres::add_to_linker(linker)?;
     sql::add_to_linker(linker)?;
+    messaging::add_to_linker(linker)?;
     outbound_http::add_to_linker(linker)?;
     Ok(())
 }

@@ -12,7 +12,6 @@ pub use deploy::DeployCommand;
 pub use up::UpCommand;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
 
 /// Runs Spin apps of WebAssembly components.
 #[derive(Parser, Debug)]
@@ -53,19 +52,5 @@ impl Cli {
             Command::Build(build) => build.run(),
             Command::Deploy(deploy) => deploy.run(),
         }
-    }
-}
-
-/// Sends the host's logs to stderr; `RUST_LOG` overrides the default `info`.
-pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,wasmtime_wasi_http=warn,cranelift=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

@@ -12,10 +12,13 @@ use tokio::sync::watch;
 use crate::bus::Bus;
 use crate::capabilities::{AppCapabilities, HostSettings};
 use crate::engine::{self, CompileCache, EpochTicker, LoadedComponent};
+use crate::health::Probe;
 use crate::manifest::{self, App, RuntimeConfig};
-use crate::ops::{self, Deployer};
+use crate::ops::{self, Deployer, Readiness};
+use crate::triggers;
 use crate::triggers::http::HttpTrigger;
 use crate::triggers::http::routes::Route;
+use crate::triggers::nats::NatsTrigger;
 
 /// Runs a Spin app.
 #[derive(Args, Debug)]
@@ -111,9 +114,27 @@ impl UpCommand {
             let capabilities =
                 Arc::new(AppCapabilities::configure(&app, &runtime_config, &settings, &bus).await?);
             let _ticker = EpochTicker::start(&engine);
-            let trigger = Arc::new(HttpTrigger::new(&app, &engine, &capabilities, &components)?);
+            let admissions = triggers::admissions(&components);
+            let trigger = Arc::new(HttpTrigger::new(
+                &app,
+                &engine,
+                &capabilities,
+                &components,
+                &admissions,
+            )?);
             // `http://self` and `http://<id>.spin.internal` are served by the trigger.
             capabilities.outbound_http.set_local_dispatch(&trigger);
+            let nats = Arc::new(
+                NatsTrigger::subscribe(
+                    &app,
+                    &engine,
+                    &capabilities,
+                    &components,
+                    &admissions,
+                    &bus,
+                )
+                .await?,
+            );
             let listener = TcpListener::bind(self.listen)
                 .await
                 .with_context(|| format!("listening on {}", self.listen))?;
@@ -121,13 +142,14 @@ impl UpCommand {
                 .await
                 .with_context(|| format!("--ops-listen {}", self.ops_listen))?;
             print_routes(listener.local_addr()?, trigger.routes());
+            print_subscriptions(&nats.subscriptions());
             println!("Operations on http://{}", ops_listener.local_addr()?);
 
             let deployer = Arc::new(Deployer::new(
                 engine.clone(),
                 linker,
                 cache,
-                trigger.clone(),
+                (trigger.clone(), nats.clone()),
                 selected.iter().map(|component| (*component).clone()),
                 self.deploy_token.clone(),
             ));
@@ -136,16 +158,39 @@ impl UpCommand {
                 shutdown_signal().await;
                 let _ = stop.send(true);
             });
+            let mut probes = capabilities.probes();
+            probes.push(bus.probe());
+            probes.extend(components.iter().map(component_probe));
+            let ops = ops::Ops {
+                deployer,
+                readiness: Arc::new(Readiness::new(probes)),
+                admissions: admissions.clone(),
+            };
             let ops = tokio::spawn(ops::serve(
                 ops_listener,
-                deployer,
+                ops,
                 stop_requested(stopped.clone()),
             ));
+            let consuming = {
+                let nats = nats.clone();
+                let stopped = stopped.clone();
+                tokio::spawn(async move { nats.run(stopped).await })
+            };
             trigger.serve(listener, stop_requested(stopped)).await?;
+            consuming.await.context("the NATS trigger task")?;
             ops.await.context("the ops listener task")??;
             Ok(())
         })
     }
+}
+
+/// A loaded component is ready: it compiled, linked and has its trigger.
+fn component_probe(component: &LoadedComponent) -> Probe {
+    Probe::new(
+        format!("component:{}", component.config.id),
+        "component",
+        || Box::pin(async { Ok(()) }),
+    )
 }
 
 /// `--sqlite` values: SQL text, or `@path` to read it from a file.
@@ -236,6 +281,17 @@ fn print_routes(address: SocketAddr, routes: &[Route]) {
         );
     }
     let _ = out.flush();
+}
+
+/// Lists the message subscriptions after the routes, in the same style.
+fn print_subscriptions(subscriptions: &[(String, String)]) {
+    if subscriptions.is_empty() {
+        return;
+    }
+    println!("Subscriptions:");
+    for (component, subject) in subscriptions {
+        println!("  {component}: {subject}");
+    }
 }
 
 /// Resolves once shutdown was requested on `stopped`.

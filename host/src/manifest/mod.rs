@@ -42,8 +42,8 @@ pub struct App {
     pub components: BTreeMap<String, Component>,
     /// `[[trigger.http]]` in file order.
     pub http_triggers: Vec<HttpTrigger>,
-    /// `[[trigger.nats]]`, kept raw until the NATS trigger types them.
-    pub nats_triggers: Vec<toml::Table>,
+    /// `[[trigger.nats]]` in file order.
+    pub nats_triggers: Vec<NatsTrigger>,
 }
 
 /// An application variable from `[variables]`.
@@ -126,6 +126,8 @@ pub struct SpindleSettings {
     pub migrations: Option<PathBuf>,
     /// NATS subjects the component may publish to (wildcards allowed).
     pub allowed_publish: Vec<String>,
+    /// Outbound HTTP resilience by host pattern, beating the runtime config's.
+    pub outbound_http: Vec<OutboundPolicy>,
 }
 
 /// One `[[trigger.http]]` entry.
@@ -138,6 +140,109 @@ pub struct HttpTrigger {
     /// `executor`, kept raw: Spindle runs every component the same way.
     pub executor: Option<toml::Table>,
 }
+
+/// Resilience settings for outbound HTTP to hosts matching `host`: from
+/// `[[outbound_http]]` in the runtime config or
+/// `[[component.<id>.tool.spindle.outbound_http]]` in the manifest. Unset
+/// fields fall back to a less specific entry, then to the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundPolicy {
+    /// `api.example.com`, `*.example.com`, `orders.spin.internal` or `*`.
+    pub host: String,
+    /// Time for one attempt to answer (response headers), e.g. `"5s"`.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<Duration>,
+    /// Extra attempts for idempotent requests (and others that carry an
+    /// `Idempotency-Key`) that failed or got 502/503/504.
+    pub retries: Option<u32>,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker fails calls fast before one probe may pass.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub breaker_cooldown: Option<Duration>,
+}
+
+impl OutboundPolicy {
+    /// Whether `host` (lowercase, no port) is one this entry is for.
+    pub fn matches(&self, host: &str) -> bool {
+        match self.host.strip_prefix("*.") {
+            _ if self.host == "*" => true,
+            Some(suffix) => host
+                .strip_suffix(suffix)
+                .is_some_and(|label| label.len() > 1 && label.ends_with('.')),
+            None => self.host.eq_ignore_ascii_case(host),
+        }
+    }
+
+    /// Higher for more specific patterns: an exact host, then `*.suffix`
+    /// (longer first), then `*`.
+    pub fn specificity(&self) -> usize {
+        const EXACT: usize = 1 << 16;
+        match self.host.as_str() {
+            "*" => 0,
+            pattern if pattern.starts_with("*.") => pattern.len(),
+            pattern => EXACT + pattern.len(),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let valid = self.host == "*"
+            || (!self.host.is_empty()
+                && !self.host.contains(['/', ':', ' '])
+                && !self.host.trim_start_matches("*.").contains('*'));
+        if !valid {
+            return Err(format!(
+                "host \"{}\" must be a host name, `*.domain` or `*` (no scheme, port or path)",
+                self.host
+            ));
+        }
+        if self.breaker_failures == Some(0) {
+            return Err("breaker_failures must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Checks every entry of an `outbound_http` list.
+pub(crate) fn check_outbound_policies(policies: &[OutboundPolicy]) -> Result<(), String> {
+    policies.iter().try_for_each(OutboundPolicy::check)
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    text.map(|text| parse_duration(&text).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// One `[[trigger.nats]]` entry: a subscription whose messages go to a
+/// component's `message-handler` export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTrigger {
+    /// The id of a component defined in the manifest.
+    pub component: String,
+    /// The subject, with `*` and `>` wildcards.
+    pub subject: String,
+    /// Subscribers in one group (replicas) share the messages.
+    pub queue_group: Option<String>,
+    /// A JetStream durable consumer name: at-least-once delivery on NATS.
+    pub durable: Option<String>,
+    /// Deliveries of one message before it is dead-lettered (default 5).
+    pub max_deliver: u32,
+    /// How long a delivery may go unacknowledged before it is redelivered.
+    pub ack_wait: Duration,
+    /// Where messages that were rejected or ran out of deliveries go
+    /// (default `spindle.dead-letter.<component>`).
+    pub dead_letter_subject: String,
+}
+
+/// Deliveries of one message unless `max_deliver` says otherwise.
+pub const DEFAULT_MAX_DELIVER: u32 = 5;
+
+/// Time to acknowledge a delivery unless `ack_wait` says otherwise.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// An HTTP trigger's `route`.
 #[derive(Debug, Clone, PartialEq, Eq)]

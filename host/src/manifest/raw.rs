@@ -64,7 +64,20 @@ pub(super) struct Triggers {
     #[serde(default)]
     pub http: Vec<HttpTrigger>,
     #[serde(default)]
-    pub nats: Vec<toml::Table>,
+    pub nats: Vec<NatsTrigger>,
+}
+
+/// `[[trigger.nats]]`; every key optional here so that a missing one is
+/// reported by name. Other keys are ignored, as Spin ignores them.
+#[derive(Deserialize)]
+pub(super) struct NatsTrigger {
+    pub subject: Option<String>,
+    pub component: Option<ComponentRef>,
+    pub queue_group: Option<String>,
+    pub durable: Option<String>,
+    pub max_deliver: Option<u32>,
+    pub ack_wait: Option<String>,
+    pub dead_letter_subject: Option<String>,
 }
 
 /// `route` and `component` are optional here so that a missing one can be
@@ -187,4 +200,6 @@ pub(super) struct Spindle {
     pub migrations: Option<String>,
     #[serde(default)]
     pub allowed_publish: Vec<String>,
+    #[serde(default)]
+    pub outbound_http: Vec<super::OutboundPolicy>,
 }

@@ -26,6 +26,9 @@ pub struct RuntimeConfig {
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// `[messaging]`: the NATS server for NATS triggers and publishing.
     pub messaging: Option<MessagingConfig>,
+    /// `[[outbound_http]]`: resilience of outbound HTTP by host pattern.
+    #[serde(default)]
+    pub outbound_http: Vec<super::OutboundPolicy>,
     /// `[[variables_provider]]`, kept raw until the variables capability types them.
     #[serde(default, rename = "variables_provider")]
     pub variables_providers: Vec<toml::Table>,
@@ -124,6 +127,8 @@ pub fn parse_runtime_config(text: &str, path: &Path) -> anyhow::Result<RuntimeCo
     if let Some(messaging) = &config.messaging {
         check_scheme("[messaging]".to_owned(), &messaging.url, &["nats", "tls"])?;
     }
+    super::check_outbound_policies(&config.outbound_http)
+        .map_err(|problem| at("[[outbound_http]]".to_owned(), problem))?;
 
     let base_dir = path.parent().unwrap_or(Path::new(""));
     for store in config.key_value_stores.values_mut() {
@@ -285,6 +290,26 @@ prefix = "APP"
     fn messaging_url_must_be_nats() {
         let message = parse_err("[messaging]\nurl = \"http://x\"\n");
         assert_contains(&message, "[messaging]: url must start with nats://");
+    }
+
+    #[test]
+    fn outbound_http_policies_are_read_and_checked() {
+        let config = parse_runtime_config(
+            "[[outbound_http]]\nhost = \"*.example.com\"\ntimeout = \"1500ms\"\nbreaker_failures = 3\n",
+            Path::new("rc.toml"),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.outbound_http[0].timeout,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert!(config.outbound_http[0].matches("api.example.com"));
+        assert!(!config.outbound_http[0].matches("example.com"));
+        let message = parse_err("[[outbound_http]]\nhost = \"*\"\nbreaker_failures = 0\n");
+        assert_contains(
+            &message,
+            "[[outbound_http]]: breaker_failures must be at least 1",
+        );
     }
 
     #[test]

@@ -13,9 +13,10 @@ use super::syntax::{
     template_references,
 };
 use super::{
-    App, BuildConfig, Component, FileMount, HttpRoute, HttpTrigger, SpindleSettings, Variable, raw,
-    toml_error,
+    App, BuildConfig, Component, DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, FileMount, HttpRoute,
+    HttpTrigger, NatsTrigger, SpindleSettings, Variable, raw, toml_error,
 };
+use crate::bus::{is_literal_subject, is_subject_pattern};
 
 const SUPPORTED_TRIGGERS: [&str; 2] = ["http", "nats"];
 
@@ -70,6 +71,7 @@ pub(super) fn parse(text: &str, manifest_path: &Path) -> anyhow::Result<App> {
         })
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     let http_triggers = http_triggers(&errors, &components, manifest.trigger.http)?;
+    let nats_triggers = nats_triggers(&errors, &components, manifest.trigger.nats)?;
 
     Ok(App {
         manifest_path: manifest_path.to_path_buf(),
@@ -81,7 +83,7 @@ pub(super) fn parse(text: &str, manifest_path: &Path) -> anyhow::Result<App> {
         variables,
         components,
         http_triggers,
-        nats_triggers: manifest.trigger.nats,
+        nats_triggers,
     })
 }
 
@@ -304,12 +306,14 @@ fn spindle_settings(
             "needs `database` to say which database they migrate",
         ));
     }
-    if let Some(subject) = raw.allowed_publish.iter().find(|s| !is_nats_subject(s)) {
+    if let Some(subject) = raw.allowed_publish.iter().find(|s| !is_subject_pattern(s)) {
         return Err(errors.at(
             at("allowed_publish"),
             format!("\"{subject}\" is not a NATS subject (dot-separated tokens, no spaces; '*' and a final '>' allowed)"),
         ));
     }
+    super::check_outbound_policies(&raw.outbound_http)
+        .map_err(|problem| errors.at(at("outbound_http"), problem))?;
     Ok(SpindleSettings {
         max_concurrency: raw.max_concurrency,
         timeout,
@@ -317,16 +321,7 @@ fn spindle_settings(
         database: raw.database,
         migrations: raw.migrations.map(|dir| base_dir.join(dir)),
         allowed_publish: raw.allowed_publish,
-    })
-}
-
-/// Non-empty tokens without whitespace; `>` only as the last token.
-fn is_nats_subject(subject: &str) -> bool {
-    let tokens: Vec<&str> = subject.split('.').collect();
-    tokens.iter().enumerate().all(|(index, token)| {
-        !token.is_empty()
-            && !token.contains(char::is_whitespace)
-            && (*token != ">" || index + 1 == tokens.len())
+        outbound_http: raw.outbound_http,
     })
 }
 
@@ -398,11 +393,91 @@ fn http_triggers(
     Ok(triggers)
 }
 
+fn nats_triggers(
+    errors: &Errors,
+    components: &BTreeMap<String, Component>,
+    raw: Vec<raw::NatsTrigger>,
+) -> anyhow::Result<Vec<NatsTrigger>> {
+    let mut triggers = Vec::with_capacity(raw.len());
+    for (index, trigger) in raw.into_iter().enumerate() {
+        let entry = format!("`[[trigger.nats]]` #{}", index + 1);
+        let at = |key: &str| format!("{entry} {key}");
+        let subject = match trigger.subject {
+            None => return Err(errors.at(&entry, "missing `subject`")),
+            Some(subject) if !is_subject_pattern(&subject) => {
+                return Err(errors.at(
+                    at("subject"),
+                    format!("\"{subject}\" is not a NATS subject (dot-separated tokens, no spaces; '*' and a final '>' allowed)"),
+                ));
+            }
+            Some(subject) => subject,
+        };
+        let component = match trigger.component {
+            None => return Err(errors.at(&entry, "missing `component`")),
+            Some(raw::ComponentRef::Inline(_)) => {
+                return Err(errors.at(
+                    at("component"),
+                    "inline components are not supported; define [component.<id>] and name it here",
+                ));
+            }
+            Some(raw::ComponentRef::Id(id)) if !components.contains_key(&id) => {
+                return Err(errors.at(
+                    &entry,
+                    format!("names component `{id}`, which is not defined"),
+                ));
+            }
+            Some(raw::ComponentRef::Id(id)) => id,
+        };
+        let name_like = |key: &str, value: &Option<String>| match value {
+            Some(name)
+                if name.is_empty()
+                    || name
+                        .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>')) =>
+            {
+                Err(errors.at(
+                    at(key),
+                    format!("\"{name}\" must be a non-empty name without spaces, '.', '*' or '>'"),
+                ))
+            }
+            _ => Ok(()),
+        };
+        name_like("queue_group", &trigger.queue_group)?;
+        name_like("durable", &trigger.durable)?;
+        let max_deliver = trigger.max_deliver.unwrap_or(DEFAULT_MAX_DELIVER);
+        if max_deliver == 0 {
+            return Err(errors.at(at("max_deliver"), "must be at least 1"));
+        }
+        let ack_wait = match trigger.ack_wait.as_deref().map(parse_duration).transpose() {
+            Ok(ack_wait) => ack_wait.unwrap_or(DEFAULT_ACK_WAIT),
+            Err(error) => return Err(errors.at(at("ack_wait"), error)),
+        };
+        let dead_letter_subject = trigger
+            .dead_letter_subject
+            .unwrap_or_else(|| format!("spindle.dead-letter.{component}"));
+        if !is_literal_subject(&dead_letter_subject) {
+            return Err(errors.at(
+                at("dead_letter_subject"),
+                format!("\"{dead_letter_subject}\" must be a subject without wildcards"),
+            ));
+        }
+        triggers.push(NatsTrigger {
+            component,
+            subject,
+            queue_group: trigger.queue_group,
+            durable: trigger.durable,
+            max_deliver,
+            ack_wait,
+            dead_letter_subject,
+        });
+    }
+    Ok(triggers)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::super::parse;
+    use super::super::{OutboundPolicy, parse};
     use super::*;
 
     const PATH: &str = "apps/demo/spin.toml";
@@ -469,6 +544,11 @@ memory_limit = "64MiB"
 database = "orders"
 migrations = "migrations"
 allowed_publish = ["orders.created", "audit.>"]
+
+[[component.hello.tool.spindle.outbound_http]]
+host = "*.example.com"
+timeout = "2s"
+retries = 1
 
 [component.hello.tool.other-tool]
 whatever = "ignored"
@@ -582,6 +662,13 @@ command = ["make one", "make two"]
                 database: Some("orders".into()),
                 migrations: Some(PathBuf::from("apps/demo/migrations")),
                 allowed_publish: vec!["orders.created".into(), "audit.>".into()],
+                outbound_http: vec![OutboundPolicy {
+                    host: "*.example.com".into(),
+                    timeout: Some(Duration::from_secs(2)),
+                    retries: Some(1),
+                    breaker_failures: None,
+                    breaker_cooldown: None,
+                }],
             }
         );
 
@@ -613,10 +700,17 @@ command = ["make one", "make two"]
             HttpRoute::Route("/users/:id".into())
         );
 
-        assert_eq!(app.nats_triggers.len(), 1);
         assert_eq!(
-            app.nats_triggers[0].get("subject"),
-            Some(&toml::Value::String("orders.*".into()))
+            app.nats_triggers,
+            vec![NatsTrigger {
+                component: "worker".into(),
+                subject: "orders.*".into(),
+                queue_group: Some("workers".into()),
+                durable: None,
+                max_deliver: DEFAULT_MAX_DELIVER,
+                ack_wait: DEFAULT_ACK_WAIT,
+                dead_letter_subject: "spindle.dead-letter.worker".into(),
+            }]
         );
     }
 
@@ -865,11 +959,73 @@ command = ["make one", "make two"]
     }
 
     #[test]
+    fn bad_outbound_policies_are_rejected() {
+        let message = parse_err(&with(
+            "[[component.hello.tool.spindle.outbound_http]]\nhost = \"https://api.example.com\"\n",
+        ));
+        assert_contains(&message, "tool.spindle.outbound_http");
+        assert_contains(&message, "no scheme, port or path");
+        let message = parse_err(&with(
+            "[[component.hello.tool.spindle.outbound_http]]\nhost = \"*\"\ntimeout = \"soon\"\n",
+        ));
+        assert_contains(&message, "soon");
+    }
+
+    #[test]
     fn bad_publish_subject_is_rejected() {
         let message = parse_err(&with(
             "[component.hello.tool.spindle]\nallowed_publish = [\"a..b\"]\n",
         ));
         assert_contains(&message, "\"a..b\" is not a NATS subject");
+    }
+
+    #[test]
+    fn nats_trigger_settings_are_typed_with_defaults() {
+        let app = parse_ok(&with(
+            "[[trigger.nats]]\nsubject = \"jobs.>\"\ncomponent = \"hello\"\ndurable = \"jobs\"\nmax_deliver = 3\nack_wait = \"2s\"\ndead_letter_subject = \"jobs.failed\"\nfuture_key = 1\n",
+        ));
+        let trigger = &app.nats_triggers[0];
+        assert_eq!(trigger.durable.as_deref(), Some("jobs"));
+        assert_eq!(trigger.max_deliver, 3);
+        assert_eq!(trigger.ack_wait, Duration::from_secs(2));
+        assert_eq!(trigger.dead_letter_subject, "jobs.failed");
+    }
+
+    #[test]
+    fn bad_nats_triggers_are_rejected_by_key() {
+        let cases = [
+            ("component = \"hello\"", "missing `subject`"),
+            ("subject = \"a\"", "missing `component`"),
+            (
+                "subject = \"a\"\ncomponent = \"nope\"",
+                "names component `nope`",
+            ),
+            (
+                "subject = \"a b\"\ncomponent = \"hello\"",
+                "is not a NATS subject",
+            ),
+            (
+                "subject = \"a\"\ncomponent = \"hello\"\ndurable = \"a.b\"",
+                "durable",
+            ),
+            (
+                "subject = \"a\"\ncomponent = \"hello\"\nmax_deliver = 0",
+                "max_deliver",
+            ),
+            (
+                "subject = \"a\"\ncomponent = \"hello\"\nack_wait = \"soon\"",
+                "ack_wait",
+            ),
+            (
+                "subject = \"a\"\ncomponent = \"hello\"\ndead_letter_subject = \"dl.*\"",
+                "without wildcards",
+            ),
+        ];
+        for (body, expected) in cases {
+            let message = parse_err(&with(&format!("[[trigger.nats]]\n{body}\n")));
+            assert_contains(&message, "[[trigger.nats]]` #1");
+            assert_contains(&message, expected);
+        }
     }
 
     #[test]

@@ -19,17 +19,19 @@ use wasmtime::component::Linker;
 use crate::engine::{CompileCache, InstanceState, LoadedComponent};
 use crate::manifest;
 use crate::triggers::http::HttpTrigger;
+use crate::triggers::nats::NatsTrigger;
 
 /// The largest component a deploy accepts.
 pub const MAX_COMPONENT_BYTES: usize = 256 << 20;
 
 /// What a deploy needs: the engine and linker the app was loaded with, and
-/// the trigger whose components it replaces.
+/// the triggers whose components it replaces.
 pub struct Deployer {
     engine: Engine,
     linker: Linker<InstanceState>,
     cache: CompileCache,
-    trigger: Arc<HttpTrigger>,
+    http: Arc<HttpTrigger>,
+    nats: Arc<NatsTrigger>,
     components: HashMap<String, manifest::Component>,
     /// Deploys are refused unless a token is configured.
     token: Option<String>,
@@ -41,7 +43,7 @@ impl Deployer {
         engine: Engine,
         linker: Linker<InstanceState>,
         cache: CompileCache,
-        trigger: Arc<HttpTrigger>,
+        (http, nats): (Arc<HttpTrigger>, Arc<NatsTrigger>),
         components: impl IntoIterator<Item = manifest::Component>,
         token: Option<String>,
     ) -> Self {
@@ -49,7 +51,8 @@ impl Deployer {
             engine,
             linker,
             cache,
-            trigger,
+            http,
+            nats,
             components: components.into_iter().map(|c| (c.id.clone(), c)).collect(),
             token,
         }
@@ -72,14 +75,24 @@ impl Deployer {
         let Some(component) = self.components.get(id) else {
             return Err(DeployError::UnknownComponent(id.to_string()));
         };
-        if !self.trigger.serves(id) {
+        let (http, nats) = (self.http.serves(id), self.nats.serves(id));
+        if !http && !nats {
             return Err(DeployError::UnknownComponent(id.to_string()));
         }
         let invalid = |error: anyhow::Error| DeployError::Invalid(format!("{error:#}"));
         let loaded =
             LoadedComponent::from_wasm(&self.engine, &self.linker, &self.cache, component, wasm)
                 .map_err(invalid)?;
-        self.trigger.replace(&loaded).map_err(invalid)?;
+        // Every check passes before anything is swapped.
+        if nats {
+            self.nats.check(&loaded).map_err(invalid)?;
+        }
+        if http {
+            self.http.replace(&loaded).map_err(invalid)?;
+        }
+        if nats {
+            self.nats.replace(&loaded).map_err(invalid)?;
+        }
         let digest: String = Sha256::digest(wasm)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -107,7 +120,7 @@ pub enum DeployError {
     /// No or wrong bearer token (or none configured on the host).
     #[error("a valid bearer token is required (the host's SPINDLE_DEPLOY_TOKEN)")]
     Unauthorized,
-    /// The app has no such HTTP component on this host.
+    /// The app has no such component on this host.
     #[error("no component `{0}` runs on this host")]
     UnknownComponent(String),
     /// The wasm is not a component, imports what the host does not provide,

@@ -1,35 +1,59 @@
 //! The operations listener, on a port of its own so that probes and deploys
-//! never queue behind application traffic: `GET /health` (liveness) and the
-//! deploy API (`PUT /components/{id}`, bearer token).
+//! never queue behind application traffic: `GET /health` (liveness),
+//! `GET /ready` (readiness of every dependency), `GET /metrics`
+//! (Prometheus) and the deploy API (`PUT /components/{id}`, bearer token).
 
 mod deploy;
+mod ready;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use tokio::net::TcpListener;
 
+use crate::metrics;
+use crate::triggers::Admissions;
 pub use deploy::Deployer;
+pub use ready::Readiness;
+
+/// What the ops routes serve from.
+pub struct Ops {
+    /// Hot deploys.
+    pub deployer: Arc<Deployer>,
+    /// The dependencies' probes.
+    pub readiness: Arc<Readiness>,
+    /// Per-component admission, read for the in-flight and queued gauges.
+    pub admissions: Admissions,
+}
 
 /// The ops listener's routes.
-pub fn router(deployer: Arc<Deployer>) -> Router {
-    Router::new()
-        .route("/health", get(health))
+pub fn router(ops: Ops) -> Router {
+    let deploys = Router::new()
         .route("/components/{id}", put(deploy::deploy))
         .layer(axum::extract::DefaultBodyLimit::max(
             deploy::MAX_COMPONENT_BYTES,
         ))
-        .with_state(deployer)
+        .with_state(ops.deployer);
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready::ready))
+        .with_state(ops.readiness)
+        .route("/metrics", get(prometheus))
+        .with_state(Arc::new(ops.admissions))
+        .merge(deploys)
 }
 
 /// Serves the ops routes on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    deployer: Arc<Deployer>,
+    ops: Ops,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(deployer))
+    axum::serve(listener, router(ops))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
@@ -38,4 +62,31 @@ pub async fn serve(
 /// Liveness: the process is up and its runtime answers.
 async fn health() -> &'static str {
     "ok"
+}
+
+/// `GET /metrics`, in the OpenMetrics text format Prometheus reads.
+async fn prometheus(State(admissions): State<Arc<Admissions>>) -> impl IntoResponse {
+    let metrics = metrics::metrics();
+    for (component, admission) in admissions.iter() {
+        let labels = metrics::component(component);
+        metrics
+            .in_flight
+            .get_or_create(&labels)
+            .set(gauge(admission.running()));
+        metrics
+            .queued
+            .get_or_create(&labels)
+            .set(gauge(admission.waiting()));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}
+
+fn gauge(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }

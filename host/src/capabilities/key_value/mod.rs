@@ -108,6 +108,20 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// One readiness probe per store label in use.
+    pub fn probes(&self) -> Vec<crate::health::Probe> {
+        self.stores
+            .iter()
+            .map(|(label, store)| {
+                let store = store.clone();
+                crate::health::Probe::new(format!("key-value:{label}"), "key-value", move || {
+                    let ping = store.ping();
+                    Box::pin(async move { ping.await.map_err(|error| error.to_string()) })
+                })
+            })
+            .collect()
+    }
+
     /// Resolves the backend of every granted label and opens it; fails on a
     /// label with no backend or a backend that cannot be opened.
     pub async fn configure(
@@ -175,6 +189,7 @@ impl AppState {
         InstanceState {
             granted: self.grants.get(component).cloned().unwrap_or_default(),
             stores: self.stores.clone(),
+            call_span: tracing::Span::none(),
         }
     }
 }
@@ -183,6 +198,8 @@ impl AppState {
 pub struct InstanceState {
     granted: Arc<HashSet<String>>,
     stores: Arc<HashMap<String, Arc<dyn Store>>>,
+    /// The running call's span, parent of each operation's.
+    pub(crate) call_span: tracing::Span,
 }
 
 impl InstanceState {
@@ -247,8 +264,11 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         handle: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let store = accessor.with(|mut access| access.get().resource(&handle))?;
-        let span = tracing::debug_span!("key_value.get", store = %store.label);
+        let (store, call) = accessor.with(|mut access| {
+            let view = access.get();
+            Ok::<_, wasmtime::Error>((view.resource(&handle)?, view.state.call_span.clone()))
+        })?;
+        let span = crate::capability_span!(call, "key_value.get", otel.name = "key-value get", store = %store.label);
         let result = store.backend.get(&key).instrument(span).await;
         Ok(result.map_err(to_guest_error))
     }
@@ -259,8 +279,11 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let store = accessor.with(|mut access| access.get().resource(&handle))?;
-        let span = tracing::debug_span!("key_value.set", store = %store.label);
+        let (store, call) = accessor.with(|mut access| {
+            let view = access.get();
+            Ok::<_, wasmtime::Error>((view.resource(&handle)?, view.state.call_span.clone()))
+        })?;
+        let span = crate::capability_span!(call, "key_value.set", otel.name = "key-value set", store = %store.label);
         let result = store.backend.set(&key, &value).instrument(span).await;
         Ok(result.map_err(to_guest_error))
     }
@@ -270,8 +293,11 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         handle: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let store = accessor.with(|mut access| access.get().resource(&handle))?;
-        let span = tracing::debug_span!("key_value.delete", store = %store.label);
+        let (store, call) = accessor.with(|mut access| {
+            let view = access.get();
+            Ok::<_, wasmtime::Error>((view.resource(&handle)?, view.state.call_span.clone()))
+        })?;
+        let span = crate::capability_span!(call, "key_value.delete", otel.name = "key-value delete", store = %store.label);
         let result = store.backend.delete(&key).instrument(span).await;
         Ok(result.map_err(to_guest_error))
     }
@@ -281,8 +307,11 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         handle: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let store = accessor.with(|mut access| access.get().resource(&handle))?;
-        let span = tracing::debug_span!("key_value.exists", store = %store.label);
+        let (store, call) = accessor.with(|mut access| {
+            let view = access.get();
+            Ok::<_, wasmtime::Error>((view.resource(&handle)?, view.state.call_span.clone()))
+        })?;
+        let span = crate::capability_span!(call, "key_value.exists", otel.name = "key-value exists", store = %store.label);
         let result = store.backend.exists(&key).instrument(span).await;
         Ok(result.map_err(to_guest_error))
     }
@@ -291,8 +320,11 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         accessor: &Accessor<T, Self>,
         handle: Resource<OpenStore>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
-        let store = accessor.with(|mut access| access.get().resource(&handle))?;
-        let span = tracing::debug_span!("key_value.get_keys", store = %store.label);
+        let (store, call) = accessor.with(|mut access| {
+            let view = access.get();
+            Ok::<_, wasmtime::Error>((view.resource(&handle)?, view.state.call_span.clone()))
+        })?;
+        let span = crate::capability_span!(call, "key_value.get_keys", otel.name = "key-value get-keys", store = %store.label);
         // The listing runs as its own task, so it outlives this call and
         // keeps reading while the guest consumes the stream; the bounded
         // channel stops it from running ahead. A guest that drops the stream

@@ -32,6 +32,9 @@ pub(super) trait Store: Send + Sync {
     /// when the receiver goes away. The future owns what it uses, so that it
     /// can run as a task of its own.
     fn get_keys(&self, keys: mpsc::Sender<String>) -> BoxFuture<'static, Result<(), BackendError>>;
+
+    /// Succeeds when the backend answers (readiness).
+    fn ping(&self) -> BoxFuture<'static, Result<(), BackendError>>;
 }
 
 /// The table Spin keeps key-value data in; one file may hold many labels.
@@ -59,6 +62,15 @@ pub(super) struct SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn ping(&self) -> BoxFuture<'static, Result<(), BackendError>> {
+        let pool = self.pool.clone();
+        async move {
+            sqlx::query("SELECT 1").execute(&pool).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
         async move {
             let value = sqlx::query_scalar(
@@ -151,6 +163,15 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
+    fn ping(&self) -> BoxFuture<'static, Result<(), BackendError>> {
+        let mut connection = self.connection.clone();
+        async move {
+            let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
         let mut connection = self.connection.clone();
         async move {

@@ -16,8 +16,8 @@ use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow, PgTypeInfo, PgVa
 use sqlx::sqlite::{SqliteArguments, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Row, Sqlite, TypeInfo, ValueRef};
 
-use super::bindings::spindle::platform::sql::{RowSet, Value};
 use super::params;
+use crate::platform::sql::{RowSet, Value};
 
 /// How long a call waits for a pooled connection before the database counts
 /// as unavailable.

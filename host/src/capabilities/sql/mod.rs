@@ -22,24 +22,14 @@ use tracing::Instrument;
 use wasmtime::component::{Accessor, HasData, Linker, Resource};
 
 use super::{HostSettings, View};
-use crate::bus::{Bus, Message};
+use crate::bus::{Bus, Message, TRACEPARENT_HEADER};
 use crate::engine;
 use crate::manifest::{App, Component, RuntimeConfig};
+use crate::telemetry;
 use database::{Database, Transaction};
 use outbox::RelayWaker;
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "spindle:platform/service-imports",
-        imports: { default: trappable | tracing },
-        with: {
-            "spindle:platform/sql.transaction": super::TransactionHandle,
-        },
-    });
-}
-
-use bindings::spindle::platform::sql::{self as wit, Error, RowSet, Value};
+use crate::platform::sql::{self as wit, Error, RowSet, Value};
 
 /// Every component's database, opened and migrated at start-up.
 pub struct AppState {
@@ -87,10 +77,31 @@ impl AppState {
         Ok(Self { databases })
     }
 
+    /// One readiness probe per component database.
+    pub fn probes(&self) -> Vec<crate::health::Probe> {
+        self.databases
+            .iter()
+            .map(|(component, owned)| {
+                let database = owned.database.clone();
+                crate::health::Probe::new(format!("database:{component}"), "database", move || {
+                    let database = database.clone();
+                    Box::pin(async move {
+                        database
+                            .query("SELECT 1", Vec::new())
+                            .await
+                            .map(drop)
+                            .map_err(|error| error.to_string())
+                    })
+                })
+            })
+            .collect()
+    }
+
     /// The database `component` may use, if it declared one.
     pub fn instance_state(&self, component: &str) -> InstanceState {
         InstanceState {
             database: self.databases.get(component).cloned(),
+            call_span: tracing::Span::none(),
         }
     }
 }
@@ -141,9 +152,10 @@ fn migrations_folder(app: &App, component: &Component) -> Option<PathBuf> {
 }
 
 /// One instance's access: its component's database, if any.
-#[derive(Default)]
 pub struct InstanceState {
     database: Option<Arc<ComponentDatabase>>,
+    /// The running call's span, parent of each statement's.
+    pub(crate) call_span: tracing::Span,
 }
 
 /// An open transaction as the guest holds it. `open` is taken while a call
@@ -191,7 +203,7 @@ impl<T> wit::HostWithStore<T> for Sql {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<RowSet, Error>> {
-        let span = tracing::debug_span!("sql.query", db.operation = statement_kind(&statement));
+        let span = statement_span(accessor, &statement);
         let owner = match database(accessor) {
             Ok(owner) => owner,
             Err(error) => return Ok(Err(error)),
@@ -209,7 +221,7 @@ impl<T> wit::HostWithStore<T> for Sql {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let span = tracing::debug_span!("sql.execute", db.operation = statement_kind(&statement));
+        let span = statement_span(accessor, &statement);
         let owner = match database(accessor) {
             Ok(owner) => owner,
             Err(error) => return Ok(Err(error)),
@@ -280,12 +292,28 @@ impl<T> wit::HostTransactionWithStore<T> for Sql {
         body: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let span = tracing::debug_span!("sql.publish", messaging.destination = %subject);
-        let message = Message {
+        let call = accessor.with(|mut access| access.get().state.call_span.clone());
+        let span = crate::capability_span!(
+            call,
+            "sql.publish",
+            otel.name = %format!("publish {subject}"),
+            otel.kind = "producer",
+            messaging.destination.name = %subject,
+        );
+        let mut message = Message {
             subject,
             body: Bytes::from(body),
             headers,
+            reply_to: None,
         };
+        // Whoever consumes the relayed message continues this trace.
+        if message.header(TRACEPARENT_HEADER).is_none()
+            && let Some(traceparent) = telemetry::traceparent(&span)
+        {
+            message
+                .headers
+                .push((TRACEPARENT_HEADER.to_string(), traceparent));
+        }
         with_open(accessor, &this, async |transaction| {
             outbox::insert(transaction, message)
                 .await
@@ -352,6 +380,19 @@ async fn with_open<T, R>(
         access.get().table.get_mut(handle)?.open = Some(transaction);
         Ok(result)
     })
+}
+
+/// The span of one statement, named by its kind (`SELECT`, `INSERT`, ...).
+fn statement_span<T>(accessor: &Accessor<T, Sql>, statement: &str) -> tracing::Span {
+    let call = accessor.with(|mut access| access.get().state.call_span.clone());
+    let kind = statement_kind(statement);
+    crate::capability_span!(
+        call,
+        "sql.statement",
+        otel.name = %format!("sql {kind}"),
+        otel.kind = "client",
+        db.operation.name = %kind,
+    )
 }
 
 /// The statement's first keyword, for spans: `SELECT`, `INSERT`, ...

@@ -12,12 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::bindings::spindle::platform::sql::Value;
 use super::database::{Database, Transaction};
 use crate::bus::{Bus, Message};
-
-/// The header carrying each message's unique id.
-pub const MESSAGE_ID_HEADER: &str = "spindle-message-id";
+use crate::metrics;
+use crate::platform::sql::Value;
 
 /// Rows sent per round before the relay looks for new ones again.
 const BATCH: i64 = 100;
@@ -53,10 +51,7 @@ pub async fn insert(
     transaction: &mut Transaction,
     mut message: Message,
 ) -> Result<(), sqlx::Error> {
-    message.headers.push((
-        MESSAGE_ID_HEADER.to_string(),
-        uuid::Uuid::new_v4().to_string(),
-    ));
+    message.ensure_message_id();
     let headers = serde_json::to_string(&message.headers)
         .map_err(|error| sqlx::Error::Encode(error.into()))?;
     let params = vec![
@@ -96,10 +91,12 @@ pub fn start_relay(component: String, database: Database, bus: Bus) -> RelayWake
                 Ok(sent) if sent > 0 => backoff = MIN_BACKOFF,
                 Ok(_) => {
                     backoff = MIN_BACKOFF;
+                    record_backlog(&component, &database).await;
                     let _ = tokio::time::timeout(IDLE_SWEEP, wake.notified()).await;
                 }
                 Err(error) => {
                     tracing::warn!(%component, "outbox relay failed, retrying in {backoff:?}: {error:#}");
+                    record_backlog(&component, &database).await;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -107,6 +104,22 @@ pub fn start_relay(component: String, database: Database, bus: Bus) -> RelayWake
         }
     });
     waker
+}
+
+/// Sets the backlog gauge: rows left (another replica's, or ones that came
+/// in since this relay's last batch).
+async fn record_backlog(component: &str, database: &Database) {
+    let rows = database
+        .query("SELECT COUNT(*) FROM spindle_outbox", Vec::new())
+        .await;
+    if let Ok(rows) = rows
+        && let Some(Value::Integer(count)) = rows.rows.first().and_then(|row| row.first())
+    {
+        metrics::metrics()
+            .outbox_backlog
+            .get_or_create(&metrics::component(component))
+            .set(*count);
+    }
 }
 
 /// Sends up to [`BATCH`] rows in id order; returns how many were sent.
@@ -142,6 +155,7 @@ fn outbox_message(row: &[Value]) -> anyhow::Result<(i64, Message)> {
         subject: subject.clone(),
         body: Bytes::from(body.clone()),
         headers: serde_json::from_str(headers)?,
+        reply_to: None,
     };
     Ok((*id, message))
 }

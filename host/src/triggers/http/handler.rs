@@ -21,6 +21,7 @@ use wasmtime_wasi_http::handler::{
 use crate::capabilities::AppCapabilities;
 use crate::engine::{self, InstanceState, LoadedComponent};
 use crate::manifest;
+use crate::metrics;
 
 /// A call that has not answered by then is abandoned with a 504.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -113,8 +114,10 @@ impl HandlerState for ComponentInstances {
     async fn instantiate(
         &self,
     ) -> wasmtime::Result<Instance<InstanceState, Expiration, InstancePolicy>> {
+        let started = Instant::now();
         let mut store = engine::new_store(&self.engine, &self.component, &self.capabilities);
         let proxy = self.pre.instantiate_async(&mut store).await?;
+        metrics::instance_started(&self.component.id, started.elapsed());
         tracing::debug!(component = %self.component.id, "instance started");
         Ok(Instance {
             store,
@@ -139,7 +142,9 @@ pub struct InstancePolicy {
 
 impl WorkerState for InstancePolicy {
     type StoreData = InstanceState;
-    type RequestData = ();
+    /// The request's component span, under which the guest's capability
+    /// calls (a publish, for one) are traced.
+    type RequestData = tracing::Span;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.reuse.max_requests {
@@ -153,14 +158,16 @@ impl WorkerState for InstancePolicy {
 
     fn on_request_start(
         &self,
-        _store: StoreContextMut<'_, InstanceState>,
-        _data: (),
+        mut store: StoreContextMut<'_, InstanceState>,
+        span: tracing::Span,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        store.data_mut().trace_under(span);
         Box::pin(tokio::time::sleep(self.request_timeout))
     }
 
     fn drop(&self, _store: Store<InstanceState>, result: wasmtime::Result<()>) {
+        metrics::instance_released(&self.component);
         match result {
             Ok(()) => tracing::debug!(component = %self.component, "instance released"),
             Err(error) => {

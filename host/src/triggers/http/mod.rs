@@ -7,7 +7,6 @@
 //! serves service-chaining requests in-process, as outbound_http's
 //! `LocalDispatch`.
 
-mod admission;
 mod handler;
 pub mod routes;
 
@@ -30,13 +29,16 @@ use wasmtime::Engine;
 use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler};
 
+use super::Admissions;
+use super::admission::Admission;
 use crate::capabilities::AppCapabilities;
 use crate::capabilities::outbound_http::{LocalDispatch, LocalTarget};
-use crate::engine::{self, LoadedComponent};
+use crate::engine::LoadedComponent;
 use crate::manifest::{App, HttpRoute};
-use admission::Admission;
+use crate::{metrics, telemetry};
 use handler::ComponentInstances;
 use routes::{Route, RouteMatch, Router};
+use tracing::Instrument;
 
 /// Spin's health path, answered by the host itself.
 const HEALTH_PATH: &str = "/.well-known/spin/health";
@@ -61,7 +63,7 @@ pub struct HttpTrigger {
 
 /// One HTTP-triggered component: who may call it now, and its instances.
 struct HttpComponent {
-    admission: Admission,
+    admission: Arc<Admission>,
     /// Swapped whole by a deploy; a call clones it (an `Arc`) at its start,
     /// so calls already running finish on the version they began with.
     handler: RwLock<ProxyHandler<ComponentInstances>>,
@@ -75,6 +77,7 @@ impl HttpTrigger {
         engine: &Engine,
         capabilities: &Arc<AppCapabilities>,
         components: &[LoadedComponent],
+        admissions: &Admissions,
     ) -> anyhow::Result<Self> {
         let mut components_by_id = HashMap::new();
         let mut routes = Vec::new();
@@ -84,9 +87,11 @@ impl HttpTrigger {
             };
             if !components_by_id.contains_key(&trigger.component) {
                 let instances = ComponentInstances::new(engine, capabilities, loaded)?;
-                let limit = engine::max_concurrency(&loaded.config) as usize;
+                let admission = admissions.get(&trigger.component).cloned().ok_or_else(|| {
+                    anyhow::anyhow!("component `{}` has no admission control", trigger.component)
+                })?;
                 let component = HttpComponent {
-                    admission: Admission::new(limit),
+                    admission,
                     handler: RwLock::new(ProxyHandler::new(instances)),
                 };
                 components_by_id.insert(trigger.component.clone(), component);
@@ -184,6 +189,7 @@ impl HttpTrigger {
             return text_response(StatusCode::OK, "OK");
         }
         let Some(matched) = self.router.route(&path) else {
+            record_request("", "", StatusCode::NOT_FOUND, Duration::ZERO);
             return empty_response(StatusCode::NOT_FOUND);
         };
         let request =
@@ -194,6 +200,29 @@ impl HttpTrigger {
     /// Runs `request` through the component of `matched`, mapping failures
     /// to status codes; shared by inbound and chained requests.
     async fn call(
+        &self,
+        matched: &RouteMatch<'_>,
+        request: Request<WasiBody>,
+        client: SocketAddr,
+    ) -> Response<WasiBody> {
+        let started = std::time::Instant::now();
+        let span = server_span(matched, &request);
+        let response = self
+            .call_component(matched, request, client)
+            .instrument(span.clone())
+            .await;
+        span.record("http.response.status_code", response.status().as_u16());
+        let route = matched.route;
+        record_request(
+            &route.component,
+            &route.raw,
+            response.status(),
+            started.elapsed(),
+        );
+        response
+    }
+
+    async fn call_component(
         &self,
         matched: &RouteMatch<'_>,
         request: Request<WasiBody>,
@@ -220,7 +249,13 @@ impl HttpTrigger {
         };
         // The deadline is enforced here too: a guest that never yields may
         // keep the instance's own timer from firing.
-        let call = handler.handle((), request);
+        let span = if telemetry::traces_on() {
+            let id = handler.state().id();
+            tracing::info_span!("component.call", otel.name = %format!("call {id}"), component = %id)
+        } else {
+            tracing::Span::none()
+        };
+        let call = handler.handle(span.clone(), request).instrument(span);
         let Ok(outcome) = tokio::time::timeout(handler.state().request_timeout(), call).await
         else {
             tracing::warn!(component = %handler.state().id(), %path, "request timed out");
@@ -237,6 +272,50 @@ impl HttpTrigger {
                 empty_response(StatusCode::INTERNAL_SERVER_ERROR)
             }
         }
+    }
+}
+
+/// The request's server span, continuing the caller's trace; none when
+/// traces are off.
+fn server_span(matched: &RouteMatch<'_>, request: &Request<WasiBody>) -> tracing::Span {
+    if !telemetry::traces_on() {
+        return tracing::Span::none();
+    }
+    let method = request.method();
+    let route = &matched.route.raw;
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let headers = request
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
+    telemetry::continue_trace(&span, headers);
+    span
+}
+
+/// Counts one request in the metrics (latency only for routed ones).
+fn record_request(component: &str, route: &str, status: StatusCode, elapsed: Duration) {
+    let metrics = metrics::metrics();
+    metrics
+        .requests
+        .get_or_create(&metrics::RequestLabels {
+            component: component.to_string(),
+            route: route.to_string(),
+            status: status.as_u16(),
+        })
+        .inc();
+    if !component.is_empty() {
+        metrics
+            .request_seconds
+            .get_or_create(&metrics::component(component))
+            .observe(elapsed.as_secs_f64());
     }
 }
 

@@ -4,6 +4,8 @@
 //!
 //! The URL is everything after `url=`, taken verbatim (not percent-decoded),
 //! so a test can nest one: `/a?url=http://self/b?url=http://127.0.0.1:8080/`.
+//! Before it, `method=POST&` sends a POST (with a small body) instead, and
+//! `key=<k>&` adds an `Idempotency-Key: <k>` header.
 
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{IntoResponse, Request};
@@ -11,13 +13,41 @@ use spin_sdk::http_service;
 
 #[http_service]
 async fn fetch(req: Request) -> Result<impl IntoResponse, http::Error> {
-    let query = req.uri().query().unwrap_or("");
+    let mut query = req.uri().query().unwrap_or("");
+    let mut method = "GET";
+    let mut key = None;
+    loop {
+        if let Some(rest) = query.strip_prefix("method=") {
+            let (value, rest) = rest.split_once('&').unwrap_or((rest, ""));
+            method = value;
+            query = rest;
+        } else if let Some(rest) = query.strip_prefix("key=") {
+            let (value, rest) = rest.split_once('&').unwrap_or((rest, ""));
+            key = Some(value);
+            query = rest;
+        } else {
+            break;
+        }
+    }
     let Some(url) = query.strip_prefix("url=") else {
         return http::Response::builder()
             .status(400)
             .body("expected ?url=<URL>".to_string());
     };
-    let (status, body) = match spin_sdk::http::get(url).await {
+    let mut request = http::Request::builder().method(method).uri(url);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let body = if method == "GET" { "" } else { "payload" };
+    let request = match request.body(spin_sdk::http::FullBody::new(bytes::Bytes::from(body))) {
+        Ok(request) => request,
+        Err(error) => {
+            return http::Response::builder()
+                .status(400)
+                .body(error.to_string());
+        }
+    };
+    let (status, body) = match spin_sdk::http::send(request).await {
         Ok(response) => {
             let status = response.status().as_u16();
             match response.into_body().bytes().await {

@@ -8,9 +8,14 @@
 //! and `http://<component>.spin.internal` are served in-process by the HTTP
 //! trigger, registered as a [`LocalDispatch`] once built (service chaining,
 //! as in Spin); everything else goes to wasmtime's `default_send_request`.
+//! Either way the request goes through [`resilience`]: a timeout, retries
+//! and a circuit breaker per destination.
+
+mod resilience;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::BoxFuture;
@@ -23,7 +28,10 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 use super::allowed_hosts::{AllowedHosts, SELF_HOST};
 use super::variables;
 use crate::engine;
-use crate::manifest::App;
+use crate::manifest::{App, RuntimeConfig};
+use crate::metrics;
+use crate::telemetry;
+use resilience::{Breaker, Policy, ReplayableRequest, Resilience};
 
 /// `http://<component-id>.spin.internal` addresses one component of the app.
 pub const SERVICE_CHAINING_SUFFIX: &str = ".spin.internal";
@@ -41,12 +49,18 @@ pub struct AppState {
     components: HashMap<String, Arc<AllowedHosts>>,
     /// Filled by the HTTP trigger once it exists; see [`LocalDispatch`].
     local: LocalDispatcher,
+    /// Timeouts, retries and breakers.
+    resilience: Arc<Resilience>,
 }
 
 impl AppState {
     /// Renders each component's `allowed_outbound_hosts` templates with the
     /// app's variables and parses them; fails naming the component and entry.
-    pub fn configure(app: &App, variables: &variables::AppState) -> anyhow::Result<Self> {
+    pub fn configure(
+        app: &App,
+        runtime_config: &RuntimeConfig,
+        variables: &variables::AppState,
+    ) -> anyhow::Result<Self> {
         let mut components = HashMap::new();
         for component in app.components.values() {
             let allowed = AllowedHosts::render(&component.allowed_outbound_hosts, variables)
@@ -56,6 +70,7 @@ impl AppState {
         Ok(Self {
             components,
             local: LocalDispatcher::default(),
+            resilience: Arc::new(Resilience::configure(app, runtime_config)),
         })
     }
 
@@ -74,6 +89,8 @@ impl AppState {
             component: component.into(),
             allowed: self.components.get(component).cloned().unwrap_or_default(),
             local: self.local.clone(),
+            resilience: self.resilience.clone(),
+            call_span: tracing::Span::none(),
         }
     }
 }
@@ -86,6 +103,10 @@ pub struct InstanceState {
     allowed: Arc<AllowedHosts>,
     /// Where chained requests go.
     local: LocalDispatcher,
+    /// Timeouts, retries and breakers.
+    resilience: Arc<Resilience>,
+    /// The running call's span, parent of each request's.
+    pub(crate) call_span: tracing::Span,
 }
 
 /// Nothing to link: `engine` links `wasi:http` in both versions, and this
@@ -97,7 +118,7 @@ pub fn add_to_linker(_linker: &mut Linker<engine::InstanceState>) -> wasmtime::R
 impl WasiHttpHooks for InstanceState {
     fn send_request(
         &mut self,
-        request: Request<WasiBody>,
+        mut request: Request<WasiBody>,
         options: Option<RequestOptions>,
         _response_result: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
@@ -107,11 +128,22 @@ impl WasiHttpHooks for InstanceState {
             .host()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let span = tracing::debug_span!(
+        let method = request.method().clone();
+        let span = crate::capability_span!(
+            self.call_span,
             "outbound_http.request",
-            method = %request.method(),
-            host = %host,
+            otel.name = %method,
+            otel.kind = "client",
+            http.request.method = %method,
+            server.address = %host,
+            spindle.breaker = tracing::field::Empty,
         );
+        // The callee continues this trace (W3C trace context).
+        if let Some(traceparent) = telemetry::traceparent(&span)
+            && let Ok(value) = http::HeaderValue::from_str(&traceparent)
+        {
+            request.headers_mut().insert("traceparent", value);
+        }
         let destination = Destination::of(&host);
         let scheme = request.uri().scheme_str().unwrap_or("http");
         let port = request.uri().port_u16();
@@ -125,20 +157,129 @@ impl WasiHttpHooks for InstanceState {
             });
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let target = format!(
+            "{scheme}://{host}{}",
+            port.map(|port| format!(":{port}")).unwrap_or_default()
+        );
+        let policy = self.resilience.policy(&self.component, &host);
+        let breaker = self.resilience.breaker(&self.component, &target, &policy);
+        let outcomes = Outcomes {
+            component: self.component.to_string(),
+            destination: target,
+        };
         let local = self.local.clone();
-        Box::new(
-            async move {
-                match destination {
-                    Destination::Network => send_over_network(request, options).await,
-                    Destination::Local(target) => {
+        let send = move |request: Request<WasiBody>| -> BoxFuture<'static, SendResult> {
+            let local = local.clone();
+            match &destination {
+                Destination::Network => Box::pin(send_over_network(request, options)),
+                Destination::Local(target) => {
+                    let target = target.clone();
+                    Box::pin(async move {
                         let response = local.dispatch(target, request).await?;
                         Ok((response, no_io()))
-                    }
+                    })
                 }
             }
-            .instrument(span),
-        )
+        };
+        let call = send_with_policy(request, policy, breaker, outcomes, span.clone(), send);
+        Box::new(call.instrument(span))
     }
+}
+
+/// Counts attempts by outcome for one component and destination.
+struct Outcomes {
+    component: String,
+    destination: String,
+}
+
+impl Outcomes {
+    fn count(&self, outcome: &'static str) {
+        metrics::metrics()
+            .outbound_requests
+            .get_or_create(&metrics::OutboundLabels {
+                component: self.component.clone(),
+                destination: self.destination.clone(),
+                outcome,
+            })
+            .inc();
+    }
+}
+
+/// Sends `request` under `policy`: retried while that is safe and useful,
+/// each attempt under the timeout and through the breaker.
+async fn send_with_policy(
+    request: Request<WasiBody>,
+    policy: Policy,
+    breaker: Arc<Breaker>,
+    outcomes: Outcomes,
+    span: tracing::Span,
+    send: impl Fn(Request<WasiBody>) -> BoxFuture<'static, SendResult>,
+) -> SendResult {
+    if policy.retries == 0 || !resilience::is_retryable(&request) {
+        return attempt(send(request), policy.timeout, &breaker, &outcomes, &span).await;
+    }
+    // Read the body once, so that each attempt sends the same bytes.
+    let request = ReplayableRequest::read(request).await?;
+    let mut retry = 0;
+    loop {
+        let outcome = attempt(
+            send(request.copy()),
+            policy.timeout,
+            &breaker,
+            &outcomes,
+            &span,
+        )
+        .await;
+        let worth_another = match &outcome {
+            Ok((response, _)) => resilience::is_retryable_status(response.status()),
+            // An open breaker stays open for longer than a backoff.
+            Err(wasmtime_wasi_http::Error::DestinationUnavailable) => false,
+            Err(_) => true,
+        };
+        if retry >= policy.retries || !worth_another {
+            return outcome;
+        }
+        retry += 1;
+        outcomes.count("retried");
+        tokio::time::sleep(resilience::backoff(retry)).await;
+    }
+}
+
+/// One attempt: refused at once by an open breaker; otherwise sent, timed
+/// and its outcome counted (a 5xx answer counts as a failure).
+async fn attempt(
+    sent: BoxFuture<'static, SendResult>,
+    timeout: Duration,
+    breaker: &Breaker,
+    outcomes: &Outcomes,
+    span: &tracing::Span,
+) -> SendResult {
+    if let Err(open) = breaker.admit() {
+        span.record("spindle.breaker", "open");
+        outcomes.count("refused_open");
+        tracing::debug!(destination = %open.destination, "circuit open: failing fast");
+        return Err(wasmtime_wasi_http::Error::DestinationUnavailable);
+    }
+    let outcome = match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok((response, io))) => {
+            let ok = !response.status().is_server_error();
+            breaker.record(ok);
+            outcomes.count(if ok { "ok" } else { "failed" });
+            Ok((response, io))
+        }
+        Ok(Err(error)) => {
+            breaker.record(false);
+            outcomes.count("failed");
+            Err(error)
+        }
+        Err(_) => {
+            breaker.record(false);
+            outcomes.count("timed_out");
+            Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)
+        }
+    };
+    span.record("spindle.breaker", breaker.state_name());
+    outcome
 }
 
 /// Where a request goes, decided by its host alone.
@@ -252,7 +393,7 @@ mod tests {
         let app = manifest::parse(&text, Path::new("/nonexistent/spin.toml")).expect("manifest");
         let variables =
             variables::AppState::configure(&app, &HostSettings::default()).expect("variables");
-        AppState::configure(&app, &variables).expect("configure")
+        AppState::configure(&app, &RuntimeConfig::default(), &variables).expect("configure")
     }
 
     #[test]
@@ -281,7 +422,9 @@ mod tests {
             variables::AppState::configure(&app, &HostSettings::default()).expect("variables");
         let error = format!(
             "{:#}",
-            AppState::configure(&app, &variables).err().expect("fails")
+            AppState::configure(&app, &RuntimeConfig::default(), &variables)
+                .err()
+                .expect("fails")
         );
         assert!(error.contains("[component.a]"), "{error}");
         assert!(error.contains("https://example.com/path"), "{error}");

@@ -28,6 +28,7 @@ pub struct Admission {
     running: Semaphore,
     waiting: AtomicUsize,
     max_waiting: usize,
+    max_running: usize,
 }
 
 impl Admission {
@@ -37,7 +38,18 @@ impl Admission {
             running: Semaphore::new(max_concurrency),
             waiting: AtomicUsize::new(0),
             max_waiting: max_concurrency * WAITING_PER_SLOT,
+            max_running: max_concurrency,
         }
+    }
+
+    /// Calls running now.
+    pub fn running(&self) -> usize {
+        self.max_running - self.running.available_permits()
+    }
+
+    /// Calls waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
     }
 
     /// Waits for a slot; the call runs while the permit lives.

@@ -1,0 +1,323 @@
+//! `spindle:platform/messaging@0.1.0`: publish and request/reply on the
+//! app's bus (NATS, or the in-process bus).
+//!
+//! A component publishes only to subjects its manifest allows
+//! (`[component.x.tool.spindle] allowed_publish = ["order.*"]`), plus the
+//! reply subject of the message it is handling. Every message leaves with a
+//! `spindle-message-id` and a W3C `traceparent` continuing the trace of the
+//! message being handled, when there is one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::Instrument;
+use wasmtime::component::{Accessor, HasData, Linker};
+
+use crate::bus::{self, Bus, RequestError, TRACEPARENT_HEADER};
+use crate::manifest::App;
+use crate::platform::Message;
+use crate::platform::messaging::{self as wit, Error};
+use crate::{engine, telemetry};
+
+/// The bus and what each component may publish to.
+pub struct AppState {
+    bus: Bus,
+    allowed: HashMap<String, Arc<[String]>>,
+}
+
+impl AppState {
+    /// Reads every component's `allowed_publish`.
+    pub fn configure(app: &App, bus: &Bus) -> Self {
+        let allowed = app
+            .components
+            .values()
+            .map(|component| {
+                let patterns: Arc<[String]> = component.spindle.allowed_publish.clone().into();
+                (component.id.clone(), patterns)
+            })
+            .collect();
+        Self {
+            bus: bus.clone(),
+            allowed,
+        }
+    }
+
+    /// What an instance of `component` may publish to.
+    pub fn instance_state(&self, component: &str) -> InstanceState {
+        InstanceState {
+            bus: self.bus.clone(),
+            allowed: self.allowed.get(component).cloned().unwrap_or_default(),
+            handling: None,
+            call_span: tracing::Span::none(),
+        }
+    }
+}
+
+/// One instance's access to the bus.
+pub struct InstanceState {
+    bus: Bus,
+    allowed: Arc<[String]>,
+    handling: Option<Handling>,
+    /// The span of the call now running, parent of publish spans. An
+    /// instance serving several requests at once traces its publishes under
+    /// the latest one: host calls do not say which guest task made them.
+    call_span: tracing::Span,
+}
+
+/// What the instance knows about the message it was started for.
+struct Handling {
+    reply_to: Option<String>,
+    traceparent: Option<String>,
+}
+
+impl InstanceState {
+    /// Marks the instance as handling `message`: it may answer its reply
+    /// subject, and what it publishes continues its trace.
+    pub fn handling(&mut self, message: &bus::Message) {
+        self.handling = Some(Handling {
+            reply_to: message.reply_to.clone(),
+            traceparent: message.header(TRACEPARENT_HEADER).map(str::to_owned),
+        });
+    }
+
+    /// Traces what the instance publishes from now on under `span`.
+    pub fn trace_under(&mut self, span: tracing::Span) {
+        self.call_span = span;
+    }
+
+    /// The span of one publish or request, under the running call's span.
+    fn span(&self, operation: &'static str, subject: &str) -> tracing::Span {
+        if !telemetry::traces_on() {
+            return tracing::Span::none();
+        }
+        tracing::info_span!(
+            parent: self.call_span.id(),
+            "messaging.publish",
+            otel.name = %format!("{operation} {subject}"),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.operation.name = operation,
+            messaging.destination.name = %subject,
+        )
+    }
+
+    fn may_publish(&self, subject: &str) -> Result<(), Error> {
+        if !bus::is_literal_subject(subject) {
+            return Err(Error::Other(format!(
+                "`{subject}` is not a subject one can publish to (dot-separated tokens, no wildcards)"
+            )));
+        }
+        let is_reply = self
+            .handling
+            .as_ref()
+            .and_then(|handling| handling.reply_to.as_deref())
+            == Some(subject);
+        if is_reply
+            || self
+                .allowed
+                .iter()
+                .any(|pattern| bus::subject_matches(pattern, subject))
+        {
+            Ok(())
+        } else {
+            Err(Error::SubjectDenied(format!(
+                "publishing to `{subject}` is not allowed; add it to [component.<id>.tool.spindle] allowed_publish"
+            )))
+        }
+    }
+
+    /// `message` with a message id and trace context added when missing:
+    /// the context of `span` when traces are on, else a continuation of
+    /// the handled message's `traceparent`.
+    fn outgoing(
+        &self,
+        span: &tracing::Span,
+        subject: String,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> bus::Message {
+        let mut message = bus::Message {
+            subject,
+            body: Bytes::from(body),
+            headers,
+            reply_to: None,
+        };
+        if message.header(TRACEPARENT_HEADER).is_none() {
+            let traceparent = telemetry::traceparent(span).unwrap_or_else(|| {
+                let parent = self
+                    .handling
+                    .as_ref()
+                    .and_then(|h| h.traceparent.as_deref());
+                child_traceparent(parent)
+            });
+            message
+                .headers
+                .push((TRACEPARENT_HEADER.to_string(), traceparent));
+        }
+        message.ensure_message_id();
+        message
+    }
+}
+
+/// A `traceparent` in `parent`'s trace (a new trace without one), with a
+/// fresh span id.
+fn child_traceparent(parent: Option<&str>) -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let span_id = &random[..16];
+    let trace_id = parent
+        .and_then(|parent| parent.split('-').nth(1))
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    format!("00-{trace_id}-{span_id}-01")
+}
+
+/// Links the interface.
+pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<_, Messaging>(linker, |state| &mut state.messaging)
+}
+
+struct Messaging;
+
+impl HasData for Messaging {
+    type Data<'a> = &'a mut InstanceState;
+}
+
+impl wit::Host for InstanceState {}
+
+/// What one publish or request needs, taken from the store.
+struct Prepared {
+    bus: Bus,
+    message: bus::Message,
+    span: tracing::Span,
+}
+
+/// The checked message, its span and the bus to send it on.
+fn prepare<T>(
+    accessor: &Accessor<T, Messaging>,
+    operation: &'static str,
+    subject: String,
+    body: Vec<u8>,
+    headers: Vec<(String, String)>,
+) -> Result<Prepared, Error> {
+    accessor.with(|mut access| {
+        let state = access.get();
+        state.may_publish(&subject)?;
+        let span = state.span(operation, &subject);
+        let message = state.outgoing(&span, subject, body, headers);
+        Ok(Prepared {
+            bus: state.bus.clone(),
+            message,
+            span,
+        })
+    })
+}
+
+impl<T> wit::HostWithStore<T> for Messaging {
+    async fn publish(
+        accessor: &Accessor<T, Self>,
+        subject: String,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let Prepared { bus, message, span } =
+            match prepare(accessor, "publish", subject, body, headers) {
+                Ok(prepared) => prepared,
+                Err(error) => return Ok(Err(error)),
+            };
+        let published = bus.publish(message).instrument(span).await;
+        Ok(published.map_err(|error| Error::Unavailable(error.to_string())))
+    }
+
+    async fn request(
+        accessor: &Accessor<T, Self>,
+        subject: String,
+        body: Vec<u8>,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Message, Error>> {
+        let Prepared { bus, message, span } =
+            match prepare(accessor, "request", subject, body, Vec::new()) {
+                Ok(prepared) => prepared,
+                Err(error) => return Ok(Err(error)),
+            };
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let reply = bus.request(message, timeout).instrument(span).await;
+        Ok(match reply {
+            Ok(reply) => Ok(to_guest(reply)),
+            Err(RequestError::TimedOut) => Err(Error::Timeout),
+            Err(error) => Err(Error::Unavailable(error.to_string())),
+        })
+    }
+}
+
+/// A bus message in the interface's shape.
+pub fn to_guest(message: bus::Message) -> Message {
+    Message {
+        subject: message.subject,
+        body: message.body.to_vec(),
+        headers: message.headers,
+        reply_to: message.reply_to,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(allowed: &[&str]) -> InstanceState {
+        InstanceState {
+            bus: Bus::InProcess(bus::InProcessBus::default()),
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+            handling: None,
+            call_span: tracing::Span::none(),
+        }
+    }
+
+    #[test]
+    fn only_allowed_subjects_and_the_reply_subject_may_be_published_to() {
+        let mut state = state(&["order.*"]);
+        assert!(state.may_publish("order.created").is_ok());
+        assert!(matches!(
+            state.may_publish("user.created"),
+            Err(Error::SubjectDenied(_))
+        ));
+        assert!(matches!(state.may_publish("order.*"), Err(Error::Other(_))));
+        state.handling(&bus::Message {
+            reply_to: Some("_INBOX.abc".into()),
+            ..bus::Message::default()
+        });
+        assert!(state.may_publish("_INBOX.abc").is_ok());
+        assert!(matches!(
+            state.may_publish("_INBOX.other"),
+            Err(Error::SubjectDenied(_))
+        ));
+    }
+
+    #[test]
+    fn published_messages_continue_the_trace_being_handled() {
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let child = child_traceparent(Some(parent));
+        assert!(
+            child.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+            "{child}"
+        );
+        assert_ne!(child, parent);
+        let fresh = child_traceparent(None);
+        assert_eq!(fresh.len(), parent.len());
+        let mut state = state(&[">"]);
+        state.handling(&bus::Message {
+            headers: vec![("traceparent".into(), parent.into())],
+            ..bus::Message::default()
+        });
+        let message = state.outgoing(&tracing::Span::none(), "a.b".into(), vec![], vec![]);
+        assert!(
+            message
+                .header("traceparent")
+                .unwrap_or("")
+                .contains("0af7651916cd43dd")
+        );
+        assert!(message.header(bus::MESSAGE_ID_HEADER).is_some());
+    }
+}

@@ -1,0 +1,252 @@
+//! The host's Prometheus metrics, one registry per process.
+//!
+//! Triggers and capabilities record into [`metrics()`] where things happen;
+//! the ops listener encodes the registry for `GET /metrics`. Gauges that are
+//! a count of something another module already tracks (calls running and
+//! waiting per component) are filled in at scrape time instead.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The component that served it (empty when no route matched).
+    pub component: String,
+    /// The route as written in the manifest.
+    pub route: String,
+    /// The response status code.
+    pub status: u16,
+}
+
+/// Labels naming a component.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    /// The component's id.
+    pub component: String,
+}
+
+/// Labels of messages handled by one NATS trigger.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    /// The component the trigger calls.
+    pub component: String,
+    /// The trigger's subject (with its wildcards).
+    pub subject: String,
+}
+
+/// Labels of one component's outbound calls to one destination.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    /// The calling component.
+    pub component: String,
+    /// `scheme://host[:port]`.
+    pub destination: String,
+}
+
+/// Labels of outbound call outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboundLabels {
+    /// The calling component.
+    pub component: String,
+    /// `scheme://host[:port]`.
+    pub destination: String,
+    /// `ok`, `failed`, `retried`, `timed_out` or `refused_open` (breaker).
+    pub outcome: &'static str,
+}
+
+/// Every metric the host exports.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by component, route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// HTTP request latency by component.
+    pub request_seconds: Family<ComponentLabels, Histogram>,
+    /// Calls running now, per component (set at scrape time).
+    pub in_flight: Family<ComponentLabels, Gauge>,
+    /// Calls waiting for admission, per component (set at scrape time).
+    pub queued: Family<ComponentLabels, Gauge>,
+    /// Live instances per component.
+    pub instances: Family<ComponentLabels, Gauge>,
+    /// Time to make a fresh instance from its `InstancePre`.
+    pub instantiation_seconds: Family<ComponentLabels, Histogram>,
+    /// Messages delivered to a trigger (redeliveries included).
+    pub messages_received: Family<MessageLabels, Counter>,
+    /// Messages a handler took (acknowledged).
+    pub messages_acked: Family<MessageLabels, Counter>,
+    /// Messages sent back for another delivery.
+    pub messages_redelivered: Family<MessageLabels, Counter>,
+    /// Messages moved to the dead-letter subject.
+    pub messages_dead_lettered: Family<MessageLabels, Counter>,
+    /// Outbox rows not yet relayed, per component, at the relay's last look.
+    pub outbox_backlog: Family<ComponentLabels, Gauge>,
+    /// Circuit breaker state per destination: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Family<DestinationLabels, Gauge>,
+    /// Outbound HTTP attempts by outcome.
+    pub outbound_requests: Family<OutboundLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~3 min.
+    Histogram::new(exponential_buckets(0.0001, 2.5, 16))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("spindle");
+        let metrics = Self {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            in_flight: Family::default(),
+            queued: Family::default(),
+            instances: Family::default(),
+            instantiation_seconds: Family::new_with_constructor(latency_histogram),
+            messages_received: Family::default(),
+            messages_acked: Family::default(),
+            messages_redelivered: Family::default(),
+            messages_dead_lettered: Family::default(),
+            outbox_backlog: Family::default(),
+            breaker_state: Family::default(),
+            outbound_requests: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by component, route and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            metrics.request_seconds.clone(),
+        );
+        registry.register(
+            "calls_in_flight",
+            "Calls running now",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "calls_queued",
+            "Calls waiting for admission",
+            metrics.queued.clone(),
+        );
+        registry.register(
+            "instances",
+            "Live component instances",
+            metrics.instances.clone(),
+        );
+        registry.register(
+            "instantiation_duration_seconds",
+            "Time to instantiate a component",
+            metrics.instantiation_seconds.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "Messages delivered to a trigger",
+            metrics.messages_received.clone(),
+        );
+        registry.register(
+            "messages_acked",
+            "Messages handled and acknowledged",
+            metrics.messages_acked.clone(),
+        );
+        registry.register(
+            "messages_redelivered",
+            "Messages sent back for redelivery",
+            metrics.messages_redelivered.clone(),
+        );
+        registry.register(
+            "messages_dead_lettered",
+            "Messages moved to the dead-letter subject",
+            metrics.messages_dead_lettered.clone(),
+        );
+        registry.register(
+            "outbox_backlog",
+            "Outbox messages not yet relayed",
+            metrics.outbox_backlog.clone(),
+        );
+        registry.register(
+            "outbound_breaker_state",
+            "Circuit breaker state (0 closed, 1 open, 2 half-open)",
+            metrics.breaker_state.clone(),
+        );
+        registry.register(
+            "outbound_requests",
+            "Outbound HTTP attempts by outcome",
+            metrics.outbound_requests.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The registry in Prometheus's text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// `component` as a label set.
+pub fn component(component: &str) -> ComponentLabels {
+    ComponentLabels {
+        component: component.to_string(),
+    }
+}
+
+/// Records one instantiation of `component` that took `elapsed`.
+pub fn instance_started(component: &str, elapsed: Duration) {
+    let labels = self::component(component);
+    metrics().instances.get_or_create(&labels).inc();
+    metrics()
+        .instantiation_seconds
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
+}
+
+/// Records that an instance of `component` was released.
+pub fn instance_released(component: &str) {
+    metrics()
+        .instances
+        .get_or_create(&self::component(component))
+        .dec();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_appear_in_the_text_format() {
+        metrics()
+            .requests
+            .get_or_create(&RequestLabels {
+                component: "hello".into(),
+                route: "/hello/...".into(),
+                status: 200,
+            })
+            .inc();
+        let text = metrics().encode();
+        assert!(
+            text.contains(r#"spindle_http_requests_total{component="hello",route="/hello/...",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,443 @@
+//! The NATS trigger: one subscription per `[[trigger.nats]]`, each message
+//! handed to the component's `message-handler` export.
+//!
+//! What happens to a message follows the handler's answer: acknowledged when
+//! it succeeded; redelivered after a delay when it asked to retry, trapped or
+//! overran; dead-lettered (with the original headers and the reason) when it
+//! rejected the message or `max_deliver` deliveries were used up. On
+//! JetStream (`durable`) this is ack / nak with delay / term, with
+//! in-progress acks while a long handler runs; on core NATS and the
+//! in-process bus the trigger redelivers by itself, with the same rules but
+//! no durability. Each trigger keeps at most the component's
+//! `max_concurrency` messages in flight and pulls no more until one settles.
+
+mod handler;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use wasmtime::Engine;
+
+use super::Admissions;
+use super::admission::Admission;
+use crate::bus::{Bus, Delivery, DurableSpec, Message, Subscription, SubscriptionSpec};
+use crate::capabilities::AppCapabilities;
+use crate::engine::{self, LoadedComponent};
+use crate::manifest::{self, App};
+use crate::metrics::{MessageLabels, metrics};
+use crate::telemetry;
+pub use handler::{MessageHandler, Outcome};
+use tracing::Instrument;
+
+/// Header naming why a message was dead-lettered.
+pub const DEAD_LETTER_REASON_HEADER: &str = "spindle-dead-letter-reason";
+/// Header naming the subject a dead-lettered message was first sent to.
+pub const ORIGINAL_SUBJECT_HEADER: &str = "spindle-original-subject";
+/// Header counting the deliveries a dead-lettered message had.
+pub const DELIVERIES_HEADER: &str = "spindle-deliveries";
+
+/// A message that found the component at its concurrency limit comes back
+/// after this long.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// Redelivery delay after a trap or overrun: doubles per delivery up to this.
+const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long handlers already running get to finish once shutdown starts.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+/// A component's handler, swapped whole by a hot deploy; a message clones
+/// the `Arc` when it starts, so it finishes on the version it began with.
+type HandlerSlot = Arc<RwLock<Arc<MessageHandler>>>;
+
+/// Delivers messages from the bus to the app's NATS-triggered components.
+pub struct NatsTrigger {
+    handlers: HashMap<String, HandlerSlot>,
+    /// Subscribed at start-up, consumed by [`NatsTrigger::run`].
+    consumers: Mutex<Vec<(Arc<Consumer>, Subscription)>>,
+    engine: Engine,
+    capabilities: Arc<AppCapabilities>,
+}
+
+impl NatsTrigger {
+    /// Checks each triggered component's export and subscribes, so that no
+    /// message published after start-up is missed. Triggers of components
+    /// that are not loaded (not selected with `-c`) are left out.
+    pub async fn subscribe(
+        app: &App,
+        engine: &Engine,
+        capabilities: &Arc<AppCapabilities>,
+        components: &[LoadedComponent],
+        admissions: &Admissions,
+        bus: &Bus,
+    ) -> anyhow::Result<Self> {
+        let mut handlers: HashMap<String, HandlerSlot> = HashMap::new();
+        let mut consumers = Vec::new();
+        for trigger in &app.nats_triggers {
+            let Some(loaded) = components.iter().find(|c| c.config.id == trigger.component) else {
+                continue;
+            };
+            let handler = match handlers.get(&trigger.component) {
+                Some(handler) => handler.clone(),
+                None => {
+                    let handler = MessageHandler::new(engine, capabilities, loaded)?;
+                    let slot = Arc::new(RwLock::new(Arc::new(handler)));
+                    handlers.insert(trigger.component.clone(), slot.clone());
+                    slot
+                }
+            };
+            let admission = admissions.get(&trigger.component).cloned().ok_or_else(|| {
+                anyhow::anyhow!("component `{}` has no admission control", trigger.component)
+            })?;
+            let in_flight = engine::max_concurrency(&loaded.config);
+            let spec = subscription_spec(trigger, in_flight as usize);
+            let subscription = bus.subscribe(&spec).await.map_err(|error| {
+                error.context(format!(
+                    "component `{}`: [[trigger.nats]] subject `{}`",
+                    trigger.component, trigger.subject
+                ))
+            })?;
+            tracing::info!(component = %trigger.component, subject = %trigger.subject, durable = ?trigger.durable, "subscribed");
+            let consumer = Consumer {
+                trigger: trigger.clone(),
+                handler,
+                admission,
+                bus: bus.clone(),
+                in_flight: Arc::new(Semaphore::new(in_flight as usize)),
+                limit: in_flight,
+            };
+            consumers.push((Arc::new(consumer), subscription));
+        }
+        Ok(Self {
+            handlers,
+            consumers: Mutex::new(consumers),
+            engine: engine.clone(),
+            capabilities: capabilities.clone(),
+        })
+    }
+
+    /// The subjects subscribed to, as `(component, subject)`.
+    pub fn subscriptions(&self) -> Vec<(String, String)> {
+        self.lock_consumers()
+            .iter()
+            .map(|(consumer, _)| {
+                (
+                    consumer.trigger.component.clone(),
+                    consumer.trigger.subject.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether `id` is one of the NATS-triggered components this host runs.
+    pub fn serves(&self, id: &str) -> bool {
+        self.handlers.contains_key(id)
+    }
+
+    /// Whether `loaded` could replace its running version (it exports the
+    /// message handler).
+    pub fn check(&self, loaded: &LoadedComponent) -> anyhow::Result<()> {
+        MessageHandler::new(&self.engine, &self.capabilities, loaded).map(drop)
+    }
+
+    /// Swaps in a new version of a running component; refused (and the old
+    /// one kept) unless it exports the message handler.
+    pub fn replace(&self, loaded: &LoadedComponent) -> anyhow::Result<()> {
+        let id = &loaded.config.id;
+        let Some(slot) = self.handlers.get(id) else {
+            anyhow::bail!("component `{id}` is not served by this host's NATS trigger");
+        };
+        let handler = MessageHandler::new(&self.engine, &self.capabilities, loaded)?;
+        let mut current = slot
+            .write()
+            .map_err(|_| anyhow::anyhow!("component `{id}`: handler lock poisoned"))?;
+        *current = Arc::new(handler);
+        Ok(())
+    }
+
+    /// Delivers messages until `stopped` turns true, then stops pulling and
+    /// lets the handlers already running finish.
+    pub async fn run(&self, stopped: watch::Receiver<bool>) {
+        let consumers = std::mem::take(&mut *self.lock_consumers());
+        let running: Vec<_> = consumers
+            .into_iter()
+            .map(|(consumer, subscription)| {
+                tokio::spawn(consumer.consume(subscription, stopped.clone()))
+            })
+            .collect();
+        for consumer in running {
+            let _ = consumer.await;
+        }
+    }
+
+    fn lock_consumers(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Consumer>, Subscription)>> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn subscription_spec(trigger: &manifest::NatsTrigger, prefetch: usize) -> SubscriptionSpec {
+    SubscriptionSpec {
+        subject: trigger.subject.clone(),
+        queue_group: trigger.queue_group.clone(),
+        durable: trigger.durable.as_ref().map(|name| DurableSpec {
+            name: name.clone(),
+            ack_wait: trigger.ack_wait,
+            max_deliver: trigger.max_deliver,
+            prefetch,
+        }),
+    }
+}
+
+/// One `[[trigger.nats]]` at work.
+struct Consumer {
+    trigger: manifest::NatsTrigger,
+    handler: HandlerSlot,
+    admission: Arc<Admission>,
+    bus: Bus,
+    /// One permit per message being handled; none free, nothing is pulled.
+    in_flight: Arc<Semaphore>,
+    limit: u32,
+}
+
+/// A message the trigger redelivers by itself, and which delivery is next.
+struct LocalRetry {
+    message: Message,
+    attempt: u32,
+}
+
+impl Consumer {
+    async fn consume(
+        self: Arc<Self>,
+        mut subscription: Subscription,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let (retry_sender, mut retries) = mpsc::unbounded_channel::<LocalRetry>();
+        loop {
+            let permit = tokio::select! {
+                permit = self.in_flight.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = stopped.wait_for(|stop| *stop) => break,
+            };
+            let (delivery, attempt) = tokio::select! {
+                biased;
+                _ = stopped.wait_for(|stop| *stop) => break,
+                Some(retry) = retries.recv() => (Delivery::Plain(retry.message), retry.attempt),
+                delivery = subscription.next() => match delivery {
+                    Some(delivery) => (delivery, 1),
+                    None => {
+                        tracing::warn!(subject = %self.trigger.subject, "subscription ended");
+                        break;
+                    }
+                },
+            };
+            let consumer = self.clone();
+            let retry_sender = retry_sender.clone();
+            tokio::spawn(async move {
+                consumer.process(delivery, attempt, &retry_sender).await;
+                drop(permit);
+            });
+        }
+        // Unsubscribe first: JetStream redelivers what was fetched but not
+        // handled to the other replicas once its ack wait runs out.
+        drop(subscription);
+        let _ = tokio::time::timeout(DRAIN_GRACE, self.in_flight.acquire_many(self.limit)).await;
+    }
+
+    /// The consumer span, continuing the publisher's trace, and the
+    /// component call under it; none when traces are off.
+    fn spans(&self, message: &Message) -> (tracing::Span, tracing::Span) {
+        if !telemetry::traces_on() {
+            return (tracing::Span::none(), tracing::Span::none());
+        }
+        let consumer = tracing::info_span!(
+            "messaging.process",
+            otel.name = %format!("process {}", message.subject),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.destination.name = %message.subject,
+            messaging.subscription = %self.trigger.subject,
+        );
+        let headers = message
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        telemetry::continue_trace(&consumer, headers);
+        let component = &self.trigger.component;
+        let call = tracing::info_span!(
+            parent: &consumer,
+            "component.call",
+            otel.name = %format!("call {component}"),
+            component = %component,
+        );
+        (consumer, call)
+    }
+
+    fn labels(&self) -> MessageLabels {
+        MessageLabels {
+            component: self.trigger.component.clone(),
+            subject: self.trigger.subject.clone(),
+        }
+    }
+
+    /// Runs the handler on one delivery and settles it.
+    async fn process(
+        &self,
+        delivery: Delivery,
+        local_attempt: u32,
+        retries: &mpsc::UnboundedSender<LocalRetry>,
+    ) {
+        let (message, attempt) = match &delivery {
+            Delivery::Plain(message) => (message.clone(), local_attempt),
+            Delivery::JetStream(delivery) => (delivery.message().clone(), delivery.attempt()),
+        };
+        let labels = self.labels();
+        metrics().messages_received.get_or_create(&labels).inc();
+        let outcome = self.run_handler(&delivery, &message).await;
+        tracing::debug!(subject = %message.subject, attempt, ?outcome, "message handled");
+        let (delay, why) = match outcome {
+            Outcome::Done => {
+                metrics().messages_acked.get_or_create(&labels).inc();
+                return self.acknowledge(&delivery).await;
+            }
+            Outcome::Reject(reason) => {
+                return self
+                    .dead_letter(&delivery, message, attempt, format!("rejected: {reason}"))
+                    .await;
+            }
+            Outcome::Retry(delay) => (delay, "the handler asked to retry".to_string()),
+            Outcome::Failed(why) => (failure_backoff(attempt), why),
+        };
+        if attempt >= self.trigger.max_deliver {
+            let reason = format!("gave up after {attempt} deliveries: {why}");
+            return self.dead_letter(&delivery, message, attempt, reason).await;
+        }
+        metrics().messages_redelivered.get_or_create(&labels).inc();
+        match delivery {
+            Delivery::JetStream(delivery) => {
+                if let Err(error) = delivery.retry(delay).await {
+                    tracing::warn!(subject = %message.subject, "nak failed (the server redelivers after ack_wait): {error}");
+                }
+            }
+            Delivery::Plain(_) => {
+                let retries = retries.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = retries.send(LocalRetry {
+                        message,
+                        attempt: attempt + 1,
+                    });
+                });
+            }
+        }
+    }
+
+    /// The handler's outcome once the component admits the call; JetStream
+    /// hears that work is in progress while it runs.
+    async fn run_handler(&self, delivery: &Delivery, message: &Message) -> Outcome {
+        let Ok(_admitted) = self.admission.admit().await else {
+            return Outcome::Retry(BUSY_RETRY);
+        };
+        let handler = match self.handler.read() {
+            Ok(handler) => handler.clone(),
+            Err(_) => return Outcome::Failed("the handler lock is poisoned".into()),
+        };
+        let (consumer_span, call_span) = self.spans(message);
+        let work = handler
+            .handle(message, call_span.clone())
+            .instrument(call_span)
+            .instrument(consumer_span);
+        let Delivery::JetStream(delivery) = delivery else {
+            return work.await;
+        };
+        tokio::pin!(work);
+        let mut progress = tokio::time::interval(self.trigger.ack_wait / 2);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                _ = progress.tick() => {
+                    if let Err(error) = delivery.in_progress().await {
+                        tracing::warn!(subject = %message.subject, "in-progress ack failed: {error}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn acknowledge(&self, delivery: &Delivery) {
+        if let Delivery::JetStream(delivery) = delivery
+            && let Err(error) = delivery.ack().await
+        {
+            // The server redelivers it; handlers dedupe on the message id.
+            tracing::warn!(subject = %self.trigger.subject, "ack failed: {error}");
+        }
+    }
+
+    /// Sends `message` to the dead-letter subject with the reason; only then
+    /// does JetStream forget it.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        message: Message,
+        attempt: u32,
+        reason: String,
+    ) {
+        let subject = message.subject.clone();
+        let mut headers = message.headers;
+        headers.push((DEAD_LETTER_REASON_HEADER.into(), reason.clone()));
+        headers.push((ORIGINAL_SUBJECT_HEADER.into(), subject.clone()));
+        headers.push((DELIVERIES_HEADER.into(), attempt.to_string()));
+        let dead = Message {
+            subject: self.trigger.dead_letter_subject.clone(),
+            body: message.body,
+            headers,
+            reply_to: None,
+        };
+        match self.bus.publish(dead).await {
+            Ok(()) => {
+                metrics()
+                    .messages_dead_lettered
+                    .get_or_create(&self.labels())
+                    .inc();
+                tracing::warn!(component = %self.trigger.component, %subject, dead_letter_subject = %self.trigger.dead_letter_subject, "dead-lettered: {reason}");
+                if let Delivery::JetStream(delivery) = delivery
+                    && let Err(error) = delivery.terminate().await
+                {
+                    tracing::warn!(%subject, "terminating a dead-lettered message failed: {error}");
+                }
+            }
+            Err(error) => {
+                tracing::error!(%subject, "cannot dead-letter ({reason}): {error}");
+                if let Delivery::JetStream(delivery) = delivery {
+                    // Keep it on the server; the next delivery tries again.
+                    let _ = delivery.retry(MAX_FAILURE_BACKOFF).await;
+                }
+            }
+        }
+    }
+}
+
+/// 1 s after the first failure, doubling, at most [`MAX_FAILURE_BACKOFF`].
+fn failure_backoff(attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(5);
+    (Duration::from_secs(1) * 2u32.pow(exponent)).min(MAX_FAILURE_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_a_limit() {
+        assert_eq!(failure_backoff(1), Duration::from_secs(1));
+        assert_eq!(failure_backoff(2), Duration::from_secs(2));
+        assert_eq!(failure_backoff(4), Duration::from_secs(8));
+        assert_eq!(failure_backoff(40), MAX_FAILURE_BACKOFF);
+    }
+}
