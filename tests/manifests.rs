@@ -345,15 +345,21 @@ fn the_config_map_and_secret_give_spindle_what_it_reads() {
         .flatten()
         .map(|(k, _)| k)
         .collect();
-    for expected in [
-        "SPINDLE_DEPLOY_TOKEN",
-        "PGPASSWORD",
-        "SPIN_VARIABLE_JWT_SIGNING_KEY",
-    ] {
-        assert!(
-            keys.contains(&expected.to_string()),
-            "Secret key {expected}"
-        );
+    // Every secret variable of spin.toml reaches the app from the Secret.
+    let app = spindle::manifest::load(&workspace_root().join("spin.toml")).expect("spin.toml");
+    let secret_variables = app
+        .variables
+        .iter()
+        .filter(|(_, variable)| variable.secret)
+        .map(|(name, _)| format!("SPIN_VARIABLE_{}", name.to_uppercase()));
+    let expected: Vec<String> = ["SPINDLE_DEPLOY_TOKEN", "PGPASSWORD"]
+        .map(String::from)
+        .into_iter()
+        .chain(secret_variables)
+        .collect();
+    assert!(expected.len() > 2, "spin.toml has a secret variable");
+    for expected in expected {
+        assert!(keys.contains(&expected), "Secret key {expected}");
     }
 }
 

@@ -55,6 +55,7 @@ component = "beta"
 source = "{wasm}"
 [component.alpha.tool.spindle]
 database = "alpha"
+allowed_publish = ["test.outbox.*"]
 
 [component.beta]
 source = "{wasm}"
@@ -350,6 +351,23 @@ async fn outbox_delivers_committed_messages_and_not_rolled_back_ones(backend: Ba
     app.cleanup().await;
 }
 
+async fn outbox_refuses_subjects_the_manifest_does_not_allow(backend: Backend) {
+    let (subject, _subscriber) = subscribe().await;
+    let app = SqlApp::new(backend, Some(&nats_url()));
+    let spindle = app.start();
+    // `beta` has no `allowed_publish`: its outbox may not publish at all.
+    let (status, body) = run(
+        &spindle,
+        "beta",
+        json!({"transaction": true, "steps": [{"publish": subject, "body": "sneaky"}]}),
+    )
+    .await;
+    assert_ne!(status, 200, "{body}");
+    assert!(body.to_string().contains("allowed_publish"), "{body}");
+    drop(spindle);
+    app.cleanup().await;
+}
+
 async fn outbox_messages_survive_a_kill_before_relay(backend: Backend) {
     // Nothing listens on this port: commits succeed, relays fail and retry.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -400,4 +418,5 @@ on_both_backends!(
     changed_migration_is_refused,
     outbox_delivers_committed_messages_and_not_rolled_back_ones,
     outbox_messages_survive_a_kill_before_relay,
+    outbox_refuses_subjects_the_manifest_does_not_allow,
 );

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod openapi;
 pub mod services;
 
 /// How long `spindle up` may take to print `Serving …` or to fail: it compiles
@@ -137,6 +138,8 @@ pub fn http_manifest(routes: &[(&str, &str, &str)]) -> String {
 /// directory and the compile cache, all removed when the `App` is dropped.
 pub struct App {
     dir: TempDir,
+    /// Where compiled components are cached, when not in `dir`.
+    shared_cache: Option<PathBuf>,
 }
 
 impl App {
@@ -144,7 +147,10 @@ impl App {
     pub fn new(manifest: &str) -> App {
         let dir = tempfile::tempdir().expect("creating a temporary app directory");
         std::fs::write(dir.path().join("spin.toml"), manifest).expect("writing spin.toml");
-        App { dir }
+        App {
+            dir,
+            shared_cache: None,
+        }
     }
 
     /// A fresh temporary directory with no `spin.toml` in it, for checking
@@ -152,7 +158,13 @@ impl App {
     pub fn without_manifest() -> App {
         App {
             dir: tempfile::tempdir().expect("creating a temporary app directory"),
+            shared_cache: None,
         }
+    }
+
+    /// The app's directory, where `spin.toml` is.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The app's `spin.toml`.
@@ -163,7 +175,17 @@ impl App {
     /// The compile cache every start of this app shares, so a second start
     /// can reuse what the first compiled.
     pub fn cache_dir(&self) -> PathBuf {
-        self.dir.path().join("cache")
+        self.shared_cache
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("cache"))
+    }
+
+    /// Keeps compiled components in `target/spindle-test-cache`, shared by
+    /// every app that opts in, so that many tests of one big app compile it
+    /// once (the cache is keyed by the wasm's hash and safe to share).
+    pub fn with_shared_compile_cache(mut self) -> App {
+        self.shared_cache = Some(workspace_root().join("target/spindle-test-cache"));
+        self
     }
 
     /// Runs `spindle up` on this app and waits until it serves.
@@ -289,11 +311,25 @@ impl Spindle {
     /// Sends one request and reads the whole answer; panics (showing the
     /// host's output) if there is no answer.
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Reply {
+        self.send_with_headers(method, path, &[], body).await
+    }
+
+    /// Like [`Spindle::send`], with extra request headers.
+    pub async fn send_with_headers(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Reply {
         let url = format!("{}{path}", self.base_url);
         let mut request = self
             .client
             .request(method.clone(), &url)
             .timeout(Duration::from_secs(30));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request.body(body);
         }

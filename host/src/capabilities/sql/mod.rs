@@ -22,7 +22,7 @@ use tracing::Instrument;
 use wasmtime::component::{Accessor, HasData, Linker, Resource};
 
 use super::{HostSettings, View};
-use crate::bus::{Bus, Message, TRACEPARENT_HEADER};
+use crate::bus::{self, Bus, Message, TRACEPARENT_HEADER};
 use crate::engine;
 use crate::manifest::{App, Component, RuntimeConfig};
 use crate::telemetry;
@@ -40,6 +40,31 @@ pub struct AppState {
 struct ComponentDatabase {
     database: Database,
     relay: RelayWaker,
+    /// The subjects the component may publish to, through the outbox too.
+    allowed_publish: Vec<String>,
+}
+
+impl ComponentDatabase {
+    /// Refuses what `allowed_publish` does not allow, as messaging does:
+    /// the outbox is not a way around the manifest.
+    fn may_publish(&self, subject: &str) -> Result<(), Error> {
+        if !bus::is_literal_subject(subject) {
+            return Err(Error::Other(format!(
+                "`{subject}` is not a subject one can publish to (dot-separated tokens, no wildcards)"
+            )));
+        }
+        if self
+            .allowed_publish
+            .iter()
+            .any(|pattern| bus::subject_matches(pattern, subject))
+        {
+            Ok(())
+        } else {
+            Err(Error::Other(format!(
+                "publishing to `{subject}` is not allowed; add it to [component.<id>.tool.spindle] allowed_publish"
+            )))
+        }
+    }
 }
 
 impl AppState {
@@ -71,7 +96,11 @@ impl AppState {
             let relay = outbox::start_relay(component.id.clone(), database.clone(), bus.clone());
             databases.insert(
                 component.id.clone(),
-                Arc::new(ComponentDatabase { database, relay }),
+                Arc::new(ComponentDatabase {
+                    database,
+                    relay,
+                    allowed_publish: component.spindle.allowed_publish.clone(),
+                }),
             );
         }
         Ok(Self { databases })
@@ -300,6 +329,13 @@ impl<T> wit::HostTransactionWithStore<T> for Sql {
             otel.kind = "producer",
             messaging.destination.name = %subject,
         );
+        let allowed = accessor.with(|mut access| -> wasmtime::Result<Result<(), Error>> {
+            let handle = access.get().table.get(&this)?;
+            Ok(handle.owner.may_publish(&subject))
+        })?;
+        if let Err(refused) = allowed {
+            return Ok(Err(refused));
+        }
         let mut message = Message {
             subject,
             body: Bytes::from(body),

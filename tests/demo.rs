@@ -1,0 +1,780 @@
+//! The demo app end to end: the top-level `spin.toml` with its six services,
+//! on embedded defaults and on PostgreSQL + NATS JetStream + Redis, used over
+//! HTTP the way a client would. Every reply is checked against
+//! `openapi.yaml`: its status must be documented and its body must match.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use support::openapi::OpenApi;
+use support::services::{PrivateNats, postgres_url, redis_url};
+use support::{App, Reply, Spindle, workspace_root};
+
+/// The signing key the tests give the app (and forge tokens with).
+const SECRET: &str = "a-signing-key-for-tests-only-0123456789";
+const PASSWORD: &str = "correct horse battery staple";
+/// How long the events of one order may take to settle it, crashes included.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(120);
+const SERVICES: [&str; 6] = ["auth", "users", "orders", "inventory", "payments", "saga"];
+
+/// Where the demo keeps its data and sends its events.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    /// No runtime config: SQLite files and the in-process bus.
+    Embedded,
+    /// PostgreSQL databases, NATS JetStream (a private server) and Redis.
+    Durable,
+}
+
+/// The demo app, running.
+struct Demo {
+    app: App,
+    args: Vec<String>,
+    spindle: Option<Spindle>,
+    api: OpenApi,
+    _nats: Option<PrivateNats>,
+}
+
+/// A signed-up, logged-in user.
+struct User {
+    id: String,
+    email: String,
+    token: String,
+}
+
+impl Demo {
+    fn start(backend: Backend) -> Demo {
+        let app = App::new(&demo_manifest()).with_shared_compile_cache();
+        let mut args = vec!["--variable".to_string(), format!("jwt_secret={SECRET}")];
+        let nats = match backend {
+            Backend::Embedded => None,
+            Backend::Durable => {
+                let nats = PrivateNats::start();
+                let config = app.dir().join("runtime-config.toml");
+                std::fs::write(&config, durable_runtime_config(&nats.url()))
+                    .expect("writing the runtime config");
+                args.push("--runtime-config-file".into());
+                args.push(config.display().to_string());
+                Some(nats)
+            }
+        };
+        let mut demo = Demo {
+            app,
+            args,
+            spindle: None,
+            api: OpenApi::load(),
+            _nats: nats,
+        };
+        demo.boot();
+        demo
+    }
+
+    fn boot(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.spindle = Some(self.app.start_with(&args));
+    }
+
+    /// Kills the host with SIGKILL, as a crash would, and starts it again on
+    /// the same databases and broker.
+    fn crash_and_restart(&mut self) {
+        drop(self.spindle.take());
+        self.boot();
+    }
+
+    fn spindle(&self) -> &Spindle {
+        self.spindle.as_ref().expect("the demo is running")
+    }
+
+    /// Sends a request and checks the reply against openapi.yaml.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Reply {
+        let authorization = token.map(|token| format!("Bearer {token}"));
+        let mut all = headers.to_vec();
+        if let Some(authorization) = &authorization {
+            all.push(("authorization", authorization));
+        }
+        if body.is_some() {
+            all.push(("content-type", "application/json"));
+        }
+        let reply = self
+            .spindle()
+            .send_with_headers(method.clone(), path, &all, body)
+            .await;
+        self.api.check(method.as_str(), path, &reply);
+        reply
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, &[], None).await
+    }
+
+    async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> Reply {
+        self.call(method, path, token, &[], Some(body.to_string()))
+            .await
+    }
+
+    /// GETs `path` until `done` holds, for what events settle later.
+    async fn poll(&self, path: &str, token: &str, done: impl Fn(&Reply) -> bool) -> Reply {
+        let until = Instant::now() + SETTLE_DEADLINE;
+        loop {
+            let reply = self.get(path, Some(token)).await;
+            if done(&reply) {
+                return reply;
+            }
+            assert!(
+                Instant::now() < until,
+                "GET {path} did not settle within {SETTLE_DEADLINE:?}; last: {reply:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn sign_up(&self, name: &str) -> User {
+        let email = format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let reply = self
+            .send_json(
+                Method::POST,
+                "/auth/signup",
+                None,
+                json!({ "email": email, "password": PASSWORD, "name": name }),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let id = body(&reply)["user_id"]
+            .as_str()
+            .expect("user_id")
+            .to_string();
+        let reply = self.log_in(&email, PASSWORD).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let token = body(&reply)["token"].as_str().expect("token").to_string();
+        User { id, email, token }
+    }
+
+    async fn log_in(&self, email: &str, password: &str) -> Reply {
+        self.send_json(
+            Method::POST,
+            "/auth/login",
+            None,
+            json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// The user's payment account, once `user.created` has opened it.
+    async fn account(&self, user: &User) -> Value {
+        body(
+            &self
+                .poll("/payments/account", &user.token, |r| r.status == 200)
+                .await,
+        )
+    }
+
+    async fn stock(&self, sku: &str) -> i64 {
+        let reply = self.get(&format!("/inventory/{sku}"), None).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        body(&reply)["available"].as_i64().expect("available")
+    }
+
+    async fn place_order(&self, user: &User, items: Value, key: Option<&str>) -> Reply {
+        let headers: Vec<(&str, &str)> = key
+            .map(|key| ("idempotency-key", key))
+            .into_iter()
+            .collect();
+        let body = json!({ "items": items }).to_string();
+        self.call(
+            Method::POST,
+            "/orders",
+            Some(&user.token),
+            &headers,
+            Some(body),
+        )
+        .await
+    }
+
+    /// Places an order and returns its id.
+    async fn order(&self, user: &User, items: Value) -> String {
+        let reply = self.place_order(user, items, None).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        assert_eq!(body(&reply)["status"], "pending", "{reply:?}");
+        body(&reply)["order_id"]
+            .as_str()
+            .expect("order_id")
+            .to_string()
+    }
+
+    /// The order once the saga has confirmed or cancelled it.
+    async fn settled(&self, user: &User, order_id: &str) -> Value {
+        let reply = self
+            .poll(&format!("/orders/{order_id}"), &user.token, |reply| {
+                reply.status == 200 && body(reply)["status"] != "pending"
+            })
+            .await;
+        body(&reply)
+    }
+}
+
+fn body(reply: &Reply) -> Value {
+    serde_json::from_str(&reply.body)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {reply:?}"))
+}
+
+/// The workspace's spin.toml with its paths made absolute, so the app can
+/// run from a temporary directory.
+fn demo_manifest() -> String {
+    let root = workspace_root().display().to_string();
+    std::fs::read_to_string(workspace_root().join("spin.toml"))
+        .expect("reading the demo's spin.toml")
+        .replace("source = \"target/", &format!("source = \"{root}/target/"))
+        .replace(
+            "migrations = \"migrations/",
+            &format!("migrations = \"{root}/migrations/"),
+        )
+}
+
+/// A database per service on the local PostgreSQL (fresh names; `spindle
+/// up` creates them), the private NATS server and the local Redis.
+fn durable_runtime_config(nats_url: &str) -> String {
+    let server = postgres_url();
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(base, _)| base);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut config = format!(
+        "[messaging]\nurl = \"{nats_url}\"\n\n[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+        redis_url()
+    );
+    for service in SERVICES {
+        config.push_str(&format!(
+            "\n[database.{service}]\nurl = \"{base}/spindle_demo_{}_{service}\"\n",
+            &run[..12]
+        ));
+    }
+    config
+}
+
+/// Runs each scenario on both backends.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Embedded).await
+                }
+            )*
+        }
+        mod on_postgres_and_nats {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Durable).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    sign_up_log_in_and_an_order_is_confirmed,
+    an_order_over_the_credit_limit_is_cancelled_and_its_stock_restored,
+    an_order_for_missing_stock_is_cancelled_without_a_charge,
+);
+
+async fn sign_up_log_in_and_an_order_is_confirmed(backend: Backend) {
+    let demo = Demo::start(backend);
+    let ada = demo.sign_up("ada").await;
+
+    // The profile comes from `user.registered`; the second read is cached.
+    let path = format!("/users/{}", ada.id);
+    let profile = demo.poll(&path, &ada.token, |r| r.status == 200).await;
+    assert_eq!(body(&profile)["email"], ada.email.as_str());
+    assert_eq!(body(&profile)["name"], "ada");
+    assert_eq!(profile.headers["x-cache"], "miss");
+    assert_eq!(
+        demo.get(&path, Some(&ada.token)).await.headers["x-cache"],
+        "hit"
+    );
+
+    let change = json!({ "name": "Ada Lovelace", "bio": "analyst" });
+    let reply = demo
+        .send_json(Method::PUT, &path, Some(&ada.token), change)
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let reread = demo.get(&path, Some(&ada.token)).await;
+    assert_eq!(
+        reread.headers["x-cache"], "miss",
+        "a change drops the cached copy"
+    );
+    assert_eq!(body(&reread)["name"], "Ada Lovelace");
+
+    // The account comes from `user.created`.
+    let account = demo.account(&ada).await;
+    assert_eq!(account["charged_cents"], 0);
+    let keyboards = demo.stock("KEYB-001").await;
+    let cables = demo.stock("CABL-003").await;
+
+    let order_id = demo
+        .order(
+            &ada,
+            json!([{ "sku": "KEYB-001", "quantity": 2 }, { "sku": "CABL-003", "quantity": 3 }]),
+        )
+        .await;
+    let order = demo.settled(&ada, &order_id).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert_eq!(order["amount_cents"], 2 * 8900 + 3 * 900);
+    assert_eq!(demo.stock("KEYB-001").await, keyboards - 2);
+    assert_eq!(demo.stock("CABL-003").await, cables - 3);
+    assert_eq!(
+        demo.account(&ada).await["charged_cents"],
+        2 * 8900 + 3 * 900
+    );
+}
+
+async fn an_order_over_the_credit_limit_is_cancelled_and_its_stock_restored(backend: Backend) {
+    let demo = Demo::start(backend);
+    let bob = demo.sign_up("bob").await;
+    let limit = demo.account(&bob).await["credit_limit_cents"]
+        .as_i64()
+        .expect("limit");
+    let laptops = demo.stock("LAPT-005").await;
+    assert!(
+        149_900 > limit,
+        "a laptop must be over the default credit limit"
+    );
+
+    let order_id = demo
+        .order(&bob, json!([{ "sku": "LAPT-005", "quantity": 1 }]))
+        .await;
+    let order = demo.settled(&bob, &order_id).await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    let reason = order["reason"].as_str().expect("a reason");
+    assert!(reason.contains("declined"), "{reason}");
+    assert_eq!(
+        demo.stock("LAPT-005").await,
+        laptops,
+        "the reservation was released"
+    );
+    assert_eq!(demo.account(&bob).await["charged_cents"], 0);
+}
+
+async fn an_order_for_missing_stock_is_cancelled_without_a_charge(backend: Backend) {
+    let demo = Demo::start(backend);
+    let cy = demo.sign_up("cy").await;
+    demo.account(&cy).await;
+    let lamps = demo.stock("LAMP-006").await;
+
+    let order_id = demo
+        .order(&cy, json!([{ "sku": "MOUS-002", "quantity": 1 }, { "sku": "LAMP-006", "quantity": lamps + 1 }]))
+        .await;
+    let order = demo.settled(&cy, &order_id).await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    assert!(
+        order["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("not enough LAMP-006")),
+        "{order}"
+    );
+    assert_eq!(demo.stock("LAMP-006").await, lamps);
+    assert_eq!(
+        demo.account(&cy).await["charged_cents"],
+        0,
+        "nothing was charged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_expired_and_other_users_tokens_are_refused() {
+    let demo = Demo::start(Backend::Embedded);
+    let owner = demo.sign_up("owner").await;
+    let other = demo.sign_up("other").await;
+    let order_id = demo
+        .order(&owner, json!([{ "sku": "CABL-003", "quantity": 1 }]))
+        .await;
+    let order_path = format!("/orders/{order_id}");
+
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims =
+        |exp: u64, iss: &str| json!({ "sub": owner.id, "iss": iss, "iat": now, "exp": exp });
+    let sign = |claims: Value, key: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+        )
+        .expect("signing a test token")
+    };
+    let cases = [
+        ("no token", None, "missing_token"),
+        (
+            "signed with another key",
+            Some(sign(
+                claims(now + 600, "spindle-demo"),
+                "not-the-apps-key-but-long-enough-too",
+            )),
+            "invalid_token",
+        ),
+        (
+            "expired",
+            Some(sign(claims(now - 600, "spindle-demo"), SECRET)),
+            "token_expired",
+        ),
+        (
+            "another issuer",
+            Some(sign(claims(now + 600, "someone-else"), SECRET)),
+            "invalid_token",
+        ),
+        ("not a JWT", Some("not.a.jwt".to_string()), "invalid_token"),
+    ];
+    for (case, token, code) in cases {
+        let reply = demo.get(&order_path, token.as_deref()).await;
+        assert_eq!(reply.status, 401, "{case}: {reply:?}");
+        assert_eq!(body(&reply)["error"], code, "{case}");
+    }
+    assert_eq!(demo.get(&order_path, Some(&owner.token)).await.status, 200);
+
+    // Someone else's order does not exist for them; their profile is theirs.
+    let reply = demo.get(&order_path, Some(&other.token)).await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+    let reply = demo
+        .send_json(
+            Method::PUT,
+            &format!("/users/{}", owner.id),
+            Some(&other.token),
+            json!({ "name": "mallory" }),
+        )
+        .await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_passwords_and_unknown_emails_look_the_same_and_repeated_failures_lock() {
+    let demo = Demo::start(Backend::Embedded);
+    let user = demo.sign_up("dora").await;
+
+    let wrong_password = demo.log_in(&user.email, "not the password").await;
+    let unknown_email = demo.log_in("nobody@example.com", "not the password").await;
+    assert_eq!(wrong_password.status, 401, "{wrong_password:?}");
+    assert_eq!(
+        (unknown_email.status, &unknown_email.body),
+        (wrong_password.status, &wrong_password.body),
+        "an unknown email must not be told apart from a wrong password"
+    );
+
+    // Five failures in a row (one above, four here) lock the email, even
+    // against the right password; an unknown email locks the same way.
+    for _ in 0..4 {
+        assert_eq!(demo.log_in(&user.email, "still wrong").await.status, 401);
+        assert_eq!(
+            demo.log_in("nobody@example.com", "still wrong")
+                .await
+                .status,
+            401
+        );
+    }
+    for email in [user.email.as_str(), "nobody@example.com"] {
+        let locked = demo.log_in(email, PASSWORD).await;
+        assert_eq!(locked.status, 429, "{locked:?}");
+        let wait: u64 = locked.headers["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=300).contains(&wait), "Retry-After: {wait}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_places_an_order_once() {
+    let demo = Demo::start(Backend::Embedded);
+    let user = demo.sign_up("eve").await;
+    demo.account(&user).await;
+    let items = json!([{ "sku": "MOUS-002", "quantity": 1 }]);
+
+    let first = demo
+        .place_order(&user, items.clone(), Some("checkout-1"))
+        .await;
+    let again = demo
+        .place_order(&user, items.clone(), Some("checkout-1"))
+        .await;
+    assert_eq!(
+        (first.status, again.status),
+        (201, 201),
+        "{first:?} {again:?}"
+    );
+    assert_eq!(body(&first)["order_id"], body(&again)["order_id"]);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+
+    let reused = demo
+        .place_order(
+            &user,
+            json!([{ "sku": "MOUS-002", "quantity": 2 }]),
+            Some("checkout-1"),
+        )
+        .await;
+    assert_eq!(reused.status, 422, "{reused:?}");
+    assert_eq!(body(&reused)["error"], "idempotency_key_reused");
+
+    let other = demo.order(&user, items).await;
+    for order_id in [
+        body(&first)["order_id"].as_str().expect("id"),
+        other.as_str(),
+    ] {
+        assert_eq!(demo.settled(&user, order_id).await["status"], "confirmed");
+    }
+    assert_eq!(
+        demo.account(&user).await["charged_cents"],
+        2 * 2900,
+        "two orders charged, not three"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_4xx_with_a_json_error_and_changes_nothing() {
+    let demo = Demo::start(Backend::Embedded);
+    let user = demo.sign_up("fay").await;
+    let token = Some(user.token.as_str());
+    let own_profile = format!("/users/{}", user.id);
+    let cases: Vec<(Method, &str, Option<&str>, &str, u16)> = vec![
+        (Method::POST, "/auth/signup", None, "not json", 400),
+        (
+            Method::POST,
+            "/auth/signup",
+            None,
+            r#"{"email":"nope","password":"long enough","name":"x"}"#,
+            400,
+        ),
+        (
+            Method::POST,
+            "/auth/signup",
+            None,
+            r#"{"email":"a@example.com","password":"short","name":"x"}"#,
+            400,
+        ),
+        (
+            Method::POST,
+            "/auth/signup",
+            None,
+            r#"{"email":"a@example.com","password":"long enough","name":" "}"#,
+            400,
+        ),
+        (Method::POST, "/auth/login", None, "{}", 400),
+        (Method::GET, "/auth/login", None, "", 405),
+        (Method::POST, "/orders", token, r#"{"items":[]}"#, 400),
+        (
+            Method::POST,
+            "/orders",
+            token,
+            r#"{"items":[{"sku":"no spaces","quantity":1}]}"#,
+            400,
+        ),
+        (
+            Method::POST,
+            "/orders",
+            token,
+            r#"{"items":[{"sku":"CABL-003","quantity":0}]}"#,
+            400,
+        ),
+        (
+            Method::POST,
+            "/orders",
+            token,
+            r#"{"items":[{"sku":"CABL-003","quantity":"2"}]}"#,
+            400,
+        ),
+        (
+            Method::POST,
+            "/orders",
+            token,
+            r#"{"items":[{"sku":"CABL-003","quantity":1}],"coupon":"x"}"#,
+            400,
+        ),
+        (
+            Method::POST,
+            "/orders",
+            token,
+            r#"{"items":[{"sku":"CABL-003","quantity":1},{"sku":"CABL-003","quantity":1}]}"#,
+            400,
+        ),
+        (Method::GET, "/orders/no-such-order", token, "", 404),
+        (Method::GET, "/inventory/NO-SUCH-SKU", None, "", 404),
+        (Method::DELETE, "/inventory", None, "", 405),
+        (
+            Method::PUT,
+            own_profile.as_str(),
+            token,
+            r#"{"name":""}"#,
+            400,
+        ),
+        (
+            Method::PUT,
+            own_profile.as_str(),
+            token,
+            r#"{"email":"x@example.com"}"#,
+            400,
+        ),
+    ];
+    let mut signup =
+        json!({ "email": user.email, "password": PASSWORD, "name": "again" }).to_string();
+    let duplicate = (Method::POST, "/auth/signup", None, signup.as_str(), 409);
+    for (method, path, token, text, expected) in cases.into_iter().chain([duplicate]) {
+        let body_text = (!text.is_empty()).then(|| text.to_string());
+        let reply = demo.call(method.clone(), path, token, &[], body_text).await;
+        assert_eq!(reply.status, expected, "{method} {path} {text}: {reply:?}");
+        assert!(body(&reply)["message"].is_string(), "{reply:?}");
+    }
+    signup.clear();
+
+    // None of it left anything behind: no order was charged, stock is whole.
+    assert_eq!(demo.account(&user).await["charged_cents"], 0);
+    assert_eq!(demo.stock("CABL-003").await, 1000);
+}
+
+/// With orders in flight, the host is killed (SIGKILL) at three points and
+/// restarted. Every order must end confirmed or cancelled, and stock and
+/// charges must add up to exactly the confirmed orders: no event lost, none
+/// applied twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_survive_the_host_being_killed_mid_saga() {
+    let mut demo = Demo::start(Backend::Durable);
+    let users = [demo.sign_up("gus").await, demo.sign_up("hal").await];
+    for user in &users {
+        demo.account(user).await;
+    }
+    let catalogue = body(&demo.get("/inventory", None).await);
+    let stock_before = stock_levels(&catalogue);
+    let prices: BTreeMap<String, i64> = catalogue["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| {
+            (
+                item["sku"].as_str().expect("sku").to_string(),
+                item["price_cents"].as_i64().expect("price"),
+            )
+        })
+        .collect();
+    // Cheap lines, a laptop (over the limit: compensated) and a monitor
+    // (confirmed until the credit runs out, then compensated too).
+    let baskets = [
+        json!([{ "sku": "KEYB-001", "quantity": 1 }]),
+        json!([{ "sku": "MOUS-002", "quantity": 2 }, { "sku": "CABL-003", "quantity": 1 }]),
+        json!([{ "sku": "LAPT-005", "quantity": 1 }]),
+        json!([{ "sku": "MONI-004", "quantity": 1 }]),
+        json!([{ "sku": "CABL-003", "quantity": 4 }]),
+    ];
+
+    let mut placed: Vec<(usize, String)> = Vec::new();
+    // Kill right after placing, after one settled, and after half settled.
+    for (round, settled_before_kill) in [0, 1, 5].into_iter().enumerate() {
+        let mut batch = Vec::new();
+        for index in 0..10 {
+            let user = (round + index) % users.len();
+            let basket = baskets[(round * 10 + index) % baskets.len()].clone();
+            let key = format!("crash-{round}-{index}");
+            let reply = demo.place_order(&users[user], basket, Some(&key)).await;
+            assert_eq!(reply.status, 201, "{reply:?}");
+            batch.push((
+                user,
+                body(&reply)["order_id"].as_str().expect("id").to_string(),
+            ));
+        }
+        wait_until_settled(&demo, &users, &batch, settled_before_kill).await;
+        demo.crash_and_restart();
+        placed.extend(batch);
+    }
+
+    let mut confirmed_amounts = [0i64; 2];
+    let mut confirmed_quantities: BTreeMap<String, i64> = BTreeMap::new();
+    for (user, order_id) in &placed {
+        let order = demo.settled(&users[*user], order_id).await;
+        match order["status"].as_str() {
+            Some("confirmed") => {
+                let mut amount = 0;
+                for item in order["items"].as_array().expect("items") {
+                    let sku = item["sku"].as_str().expect("sku");
+                    let quantity = item["quantity"].as_i64().expect("quantity");
+                    amount += prices[sku] * quantity;
+                    *confirmed_quantities.entry(sku.to_string()).or_default() += quantity;
+                }
+                assert_eq!(order["amount_cents"], amount, "{order}");
+                confirmed_amounts[*user] += amount;
+            }
+            Some("cancelled") => assert!(order["reason"].is_string(), "{order}"),
+            _ => panic!("an order ended neither confirmed nor cancelled: {order}"),
+        }
+    }
+    assert!(
+        confirmed_amounts.iter().sum::<i64>() > 0,
+        "some orders were confirmed"
+    );
+
+    let stock_after = stock_levels(&body(&demo.get("/inventory", None).await));
+    for (sku, before) in &stock_before {
+        let sold = confirmed_quantities.get(sku).copied().unwrap_or(0);
+        assert_eq!(stock_after[sku], before - sold, "stock of {sku}");
+    }
+    for (user, amount) in users.iter().zip(confirmed_amounts) {
+        assert_eq!(
+            demo.account(user).await["charged_cents"],
+            amount,
+            "charges of {}",
+            user.email
+        );
+    }
+}
+
+fn stock_levels(catalogue: &Value) -> BTreeMap<String, i64> {
+    catalogue["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| {
+            (
+                item["sku"].as_str().expect("sku").to_string(),
+                item["available"].as_i64().expect("available"),
+            )
+        })
+        .collect()
+}
+
+/// Waits until at least `count` of `orders` are no longer pending.
+async fn wait_until_settled(demo: &Demo, users: &[User], orders: &[(usize, String)], count: usize) {
+    let until = Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let mut settled = 0;
+        for (user, order_id) in orders {
+            let reply = demo
+                .get(&format!("/orders/{order_id}"), Some(&users[*user].token))
+                .await;
+            if body(&reply)["status"] != "pending" {
+                settled += 1;
+            }
+        }
+        if settled >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "only {settled} of {} orders settled",
+            orders.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
