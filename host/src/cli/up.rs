@@ -75,13 +75,13 @@ impl UpCommand {
     /// Validates everything, binds, prints the routes and serves until
     /// Ctrl-C or SIGTERM.
     pub fn run(self) -> anyhow::Result<()> {
-        let app = manifest::load(&manifest_file(&self.manifest))?;
+        let app = manifest::load(&manifest_file(&self.manifest))?.select(&self.components)?;
         let runtime_config = match &self.runtime_config_file {
             Some(path) => manifest::load_runtime_config(path)?,
             None => RuntimeConfig::default(),
         };
         check_variables(&app, &self.variables)?;
-        let selected = select_components(&app, &self.components)?;
+        let selected: Vec<&manifest::Component> = app.components.values().collect();
         if self.build {
             super::build::build_components(&app, &self.components)?;
         }
@@ -232,25 +232,6 @@ fn check_variables(app: &App, variables: &[(String, String)]) -> anyhow::Result<
         }
     }
     Ok(())
-}
-
-fn select_components<'a>(
-    app: &'a App,
-    only: &[String],
-) -> anyhow::Result<Vec<&'a manifest::Component>> {
-    for id in only {
-        if !app.components.contains_key(id) {
-            bail!(
-                "-c {id}: no component `{id}` in {}",
-                app.manifest_path.display()
-            );
-        }
-    }
-    Ok(app
-        .components
-        .values()
-        .filter(|component| only.is_empty() || only.contains(&component.id))
-        .collect())
 }
 
 fn default_cache_dir() -> PathBuf {

@@ -46,6 +46,30 @@ pub struct App {
     pub nats_triggers: Vec<NatsTrigger>,
 }
 
+impl App {
+    /// The app cut down to the components `only` names and their triggers
+    /// (`spindle up -c`): what is not selected is not loaded, opened or
+    /// subscribed. An empty `only` keeps everything.
+    pub fn select(mut self, only: &[String]) -> anyhow::Result<App> {
+        if let Some(unknown) = only.iter().find(|id| !self.components.contains_key(*id)) {
+            anyhow::bail!(
+                "-c {unknown}: no component `{unknown}` in {}",
+                self.manifest_path.display()
+            );
+        }
+        if only.is_empty() {
+            return Ok(self);
+        }
+        let selected = |id: &String| only.contains(id);
+        self.components.retain(|id, _| selected(id));
+        self.http_triggers
+            .retain(|trigger| selected(&trigger.component));
+        self.nats_triggers
+            .retain(|trigger| selected(&trigger.component));
+        Ok(self)
+    }
+}
+
 /// An application variable from `[variables]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variable {
@@ -293,6 +317,35 @@ fn one_line(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn select_keeps_only_the_named_components_and_their_triggers() {
+        let text = r#"spin_manifest_version = 2
+[application]
+name = "two"
+[[trigger.http]]
+route = "/a"
+component = "a"
+[[trigger.http]]
+route = "/b"
+component = "b"
+[[trigger.nats]]
+subject = "b.events"
+component = "b"
+[component.a]
+source = "a.wasm"
+[component.b]
+source = "b.wasm"
+"#;
+        let app = parse(text, Path::new("spin.toml")).expect("valid");
+        let only_a = app.clone().select(&["a".into()]).expect("a exists");
+        assert_eq!(only_a.components.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(only_a.http_triggers.len(), 1);
+        assert!(only_a.nats_triggers.is_empty());
+        assert_eq!(app.clone().select(&[]).expect("all"), app);
+        let error = app.select(&["c".into()]).expect_err("no c");
+        assert!(error.to_string().contains("no component `c`"), "{error}");
+    }
 
     #[test]
     fn line_and_column_are_one_based() {

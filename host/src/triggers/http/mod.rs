@@ -16,8 +16,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -42,6 +44,11 @@ use tracing::Instrument;
 
 /// Spin's health path, answered by the host itself.
 const HEALTH_PATH: &str = "/.well-known/spin/health";
+
+/// Spin's per-request headers (the per-route ones are in `Route`).
+const SPIN_FULL_URL: HeaderName = HeaderName::from_static("spin-full-url");
+const SPIN_PATH_INFO: HeaderName = HeaderName::from_static("spin-path-info");
+const SPIN_CLIENT_ADDR: HeaderName = HeaderName::from_static("spin-client-addr");
 
 /// `spin-client-addr` of a chained request, which has no network peer.
 const CHAINED_CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
@@ -184,11 +191,13 @@ impl HttpTrigger {
     }
 
     async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<WasiBody> {
-        let path = request.uri().path().to_string();
+        // A `Uri` clone shares its bytes: the path is borrowed, not copied.
+        let uri = request.uri().clone();
+        let path = uri.path();
         if path == HEALTH_PATH {
             return text_response(StatusCode::OK, "OK");
         }
-        let Some(matched) = self.router.route(&path) else {
+        let Some(matched) = self.router.route(path) else {
             record_request("", "", StatusCode::NOT_FOUND, Duration::ZERO);
             return empty_response(StatusCode::NOT_FOUND);
         };
@@ -228,7 +237,8 @@ impl HttpTrigger {
         request: Request<WasiBody>,
         client: SocketAddr,
     ) -> Response<WasiBody> {
-        let path = request.uri().path().to_string();
+        let uri = request.uri().clone();
+        let path = uri.path();
         let Some(component) = self.components.get(&matched.route.component) else {
             return empty_response(StatusCode::NOT_FOUND);
         };
@@ -359,42 +369,39 @@ fn guest_request(
     client: SocketAddr,
 ) -> anyhow::Result<Request<WasiBody>> {
     let (mut parts, body) = request.into_parts();
-    let authority = match parts.uri.authority() {
-        Some(authority) => authority.to_string(),
-        None => match parts.headers.get(http::header::HOST) {
-            Some(host) => host.to_str()?.to_string(),
-            None => anyhow::bail!("request has neither an absolute URI nor a Host header"),
-        },
-    };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()?;
+    // Reuse the request's own path bytes; only scheme and authority are added.
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    if uri.authority.is_none() {
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .context("request has neither an absolute URI nor a Host header")?;
+        uri.authority = Some(Authority::try_from(host.as_bytes())?);
+    }
+    uri.scheme = Some(Scheme::HTTP);
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(uri)?;
 
-    let route = matched.route;
     let headers = &mut parts.headers;
-    let mut set = |name: &str, value: &str| -> anyhow::Result<()> {
+    headers.insert(
+        SPIN_FULL_URL,
+        HeaderValue::from_str(&parts.uri.to_string())?,
+    );
+    headers.insert(SPIN_PATH_INFO, HeaderValue::from_str(&matched.path_info)?);
+    for (name, value) in &matched.route.constant_headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers.insert(
+        SPIN_CLIENT_ADDR,
+        HeaderValue::from_str(&client.to_string())?,
+    );
+    for (name, value) in &matched.params {
         headers.insert(
-            HeaderName::from_bytes(name.as_bytes())?,
+            HeaderName::from_bytes(format!("spin-path-match-{name}").as_bytes())?,
             HeaderValue::from_str(value)?,
         );
-        Ok(())
-    };
-    set("spin-full-url", &parts.uri.to_string())?;
-    set("spin-path-info", &matched.path_info)?;
-    set("spin-matched-route", &route.full)?;
-    set("spin-base-path", &route.base)?;
-    set("spin-raw-component-route", &route.raw)?;
-    set("spin-component-route", route.raw_prefix())?;
-    set("spin-client-addr", &client.to_string())?;
-    for (name, value) in &matched.params {
-        set(&format!("spin-path-match-{name}"), value)?;
     }
     Ok(Request::from_parts(parts, body))
 }

@@ -6,6 +6,8 @@
 
 use std::cmp::Reverse;
 
+use http::{HeaderName, HeaderValue};
+
 /// One piece of a route between slashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -24,6 +26,9 @@ pub struct Route {
     pub full: String,
     /// The base path the route is under (`/` unless the app sets one).
     pub base: String,
+    /// Spin's request headers that are the same for every request on this
+    /// route, made once instead of per request.
+    pub constant_headers: Vec<(HeaderName, HeaderValue)>,
     segments: Vec<Segment>,
     wildcard: bool,
 }
@@ -43,14 +48,31 @@ impl Route {
                 None => Segment::Literal(segment.to_string()),
             })
             .collect();
-        Self {
+        let mut route = Self {
             component: component.to_string(),
             raw: raw.to_string(),
             full: full.clone(),
             base,
+            constant_headers: Vec::new(),
             segments,
             wildcard,
-        }
+        };
+        route.constant_headers = [
+            ("spin-matched-route", route.full.as_str()),
+            ("spin-base-path", route.base.as_str()),
+            ("spin-raw-component-route", route.raw.as_str()),
+            ("spin-component-route", route.raw_prefix()),
+        ]
+        .into_iter()
+        // Validated routes are visible ASCII, always a valid header value.
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_static(name),
+                HeaderValue::from_str(value).ok()?,
+            ))
+        })
+        .collect();
+        route
     }
 
     /// Whether the route ends in `/...`.
