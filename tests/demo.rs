@@ -630,8 +630,8 @@ async fn bad_input_gets_a_4xx_with_a_json_error_and_changes_nothing() {
             400,
         ),
     ];
-    let mut signup =
-        json!({ "email": user.email, "password": PASSWORD, "name": "again" }).to_string();
+    // Signing up again with an email that is taken.
+    let signup = json!({ "email": user.email, "password": PASSWORD, "name": "again" }).to_string();
     let duplicate = (Method::POST, "/auth/signup", None, signup.as_str(), 409);
     for (method, path, token, text, expected) in cases.into_iter().chain([duplicate]) {
         let body_text = (!text.is_empty()).then(|| text.to_string());
@@ -639,7 +639,6 @@ async fn bad_input_gets_a_4xx_with_a_json_error_and_changes_nothing() {
         assert_eq!(reply.status, expected, "{method} {path} {text}: {reply:?}");
         assert!(body(&reply)["message"].is_string(), "{reply:?}");
     }
-    signup.clear();
 
     // None of it left anything behind: no order was charged, stock is whole.
     assert_eq!(demo.account(&user).await["charged_cents"], 0);
