@@ -3,15 +3,7 @@
 
 use spindle_sdk::messaging;
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "spindle:platform/message-component",
-    with: {
-        "spindle:platform/sql@0.1.0": spindle_sdk::sql,
-        "spindle:platform/types@0.1.0": spindle_sdk::types,
-        "spindle:platform/messaging@0.1.0": spindle_sdk::messaging,
-    },
-});
+spindle_sdk::message_handler_bindings!();
 
 use exports::spindle::platform::message_handler::{Guest, HandlerError, Message};
 

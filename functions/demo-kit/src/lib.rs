@@ -26,24 +26,3 @@ pub async fn variable_number(name: &str, default: u64) -> u64 {
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(default)
 }
-
-/// Generates the `spindle:platform/message-handler` export in a service's
-/// crate (wit-bindgen exports cannot live in a library), reusing
-/// `spindle-sdk`'s imports. The crate then implements
-/// `exports::spindle::platform::message_handler::Guest` and calls
-/// `export!(ItsHandler)`. Needs `wit-bindgen` and `spindle-sdk` as
-/// dependencies and the crate in `functions/`.
-#[macro_export]
-macro_rules! message_handler_bindings {
-    () => {
-        wit_bindgen::generate!({
-            path: "../../wit",
-            world: "spindle:platform/message-component",
-            with: {
-                "spindle:platform/sql@0.1.0": spindle_sdk::sql,
-                "spindle:platform/types@0.1.0": spindle_sdk::types,
-                "spindle:platform/messaging@0.1.0": spindle_sdk::messaging,
-            },
-        });
-    };
-}

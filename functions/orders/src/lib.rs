@@ -18,7 +18,7 @@ use spin_sdk::http::{HeaderValue, Method, Request, StatusCode};
 use spin_sdk::http_service;
 use spindle_sdk::sql::{self, Error as SqlError, Transaction, Value};
 
-demo_kit::message_handler_bindings!();
+spindle_sdk::message_handler_bindings!();
 
 use exports::spindle::platform::message_handler::{Guest, HandlerError, Message};
 

@@ -16,7 +16,7 @@ use spin_sdk::http_service;
 use spindle_sdk::messaging;
 use spindle_sdk::sql::{self, Error as SqlError, Transaction, Value};
 
-demo_kit::message_handler_bindings!();
+spindle_sdk::message_handler_bindings!();
 
 use exports::spindle::platform::message_handler::{Guest, HandlerError, Message};
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 use spindle_sdk::messaging;
 use spindle_sdk::sql::{self, Error as SqlError, Transaction, Value};
 
-demo_kit::message_handler_bindings!();
+spindle_sdk::message_handler_bindings!();
 
 use exports::spindle::platform::message_handler::{Guest, HandlerError, Message};
 

@@ -12,18 +12,11 @@
 //!
 //! A `[[trigger.nats]]` component exports `spindle:platform/message-handler`.
 //! Exports are generated in the component's own crate (a library cannot
-//! declare an export for its users), reusing this crate's imports:
+//! declare an export for its users); [`message_handler_bindings!`] does it,
+//! reusing this crate's imports:
 //!
 //! ```ignore
-//! wit_bindgen::generate!({
-//!     path: "../spindle-sdk/wit",   // or wherever `wit/` is
-//!     world: "spindle:platform/message-component",
-//!     with: {
-//!         "spindle:platform/sql@0.1.0": spindle_sdk::sql,
-//!         "spindle:platform/types@0.1.0": spindle_sdk::types,
-//!         "spindle:platform/messaging@0.1.0": spindle_sdk::messaging,
-//!     },
-//! });
+//! spindle_sdk::message_handler_bindings!();   // for a crate two levels below wit/
 //! use exports::spindle::platform::message_handler::{Guest, HandlerError, Message};
 //! struct Handler;
 //! impl Guest for Handler {
@@ -65,4 +58,28 @@ pub mod messaging {
 /// The message record.
 pub mod types {
     pub use crate::spindle::platform::types::*;
+}
+
+/// Generates the `spindle:platform/message-handler` export in the calling
+/// crate, reusing this crate's imports. The argument is the path from the
+/// crate's `Cargo.toml` to the workspace's `wit/` (default `"../../wit"`,
+/// right for `functions/<name>`). The crate then implements
+/// `exports::spindle::platform::message_handler::Guest` and calls
+/// `export!(ItsHandler)`; it needs `wit-bindgen` as a dependency.
+#[macro_export]
+macro_rules! message_handler_bindings {
+    () => {
+        $crate::message_handler_bindings!("../../wit");
+    };
+    ($wit:literal) => {
+        wit_bindgen::generate!({
+            path: $wit,
+            world: "spindle:platform/message-component",
+            with: {
+                "spindle:platform/sql@0.1.0": spindle_sdk::sql,
+                "spindle:platform/types@0.1.0": spindle_sdk::types,
+                "spindle:platform/messaging@0.1.0": spindle_sdk::messaging,
+            },
+        });
+    };
 }

@@ -19,7 +19,7 @@ use spin_sdk::http_service;
 use spin_sdk::key_value::Store;
 use spindle_sdk::sql::{self, Transaction, Value};
 
-demo_kit::message_handler_bindings!();
+spindle_sdk::message_handler_bindings!();
 
 use exports::spindle::platform::message_handler::{Guest, HandlerError, Message};
 

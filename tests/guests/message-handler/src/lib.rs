@@ -19,15 +19,7 @@ use spin_sdk::{http_service, variables};
 use spindle_sdk::messaging::{self, Error as MessagingError};
 use spindle_sdk::sql::{self, Transaction, Value};
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "spindle:platform/message-component",
-    with: {
-        "spindle:platform/sql@0.1.0": spindle_sdk::sql,
-        "spindle:platform/types@0.1.0": spindle_sdk::types,
-        "spindle:platform/messaging@0.1.0": spindle_sdk::messaging,
-    },
-});
+spindle_sdk::message_handler_bindings!("../../../wit");
 
 use exports::spindle::platform::message_handler::{Guest, HandlerError, Message};
 
