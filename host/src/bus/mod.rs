@@ -6,6 +6,7 @@
 //! with the same subject matching and queue-group semantics; callers never
 //! know which they hold.
 
+mod headers;
 mod in_process;
 mod nats;
 mod subject;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::manifest::MessagingConfig;
+pub use headers::{InvalidHeader, check_header, check_headers, single_line};
 pub use in_process::InProcessBus;
 pub use nats::{JetStreamDelivery, NatsBus};
 pub use subject::{is_literal_subject, is_subject_pattern, subject_matches};
