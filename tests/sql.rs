@@ -396,6 +396,211 @@ async fn outbox_messages_survive_a_kill_before_relay(backend: Backend) {
     app.cleanup().await;
 }
 
+/// The SQL that reaches another file or the host's tables, each refused to
+/// `alpha` with the interface's error; beta's rows never show.
+async fn a_component_reaches_only_its_own_tables() {
+    let app = SqlApp::new(Backend::Sqlite, None);
+    let spindle = app.start();
+    let (status, body) = run(
+        &spindle,
+        "beta",
+        json!({"steps": [
+            {"execute": "INSERT INTO notes (id, body) VALUES (1, 'beta secret')"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let beta_file = app.dir().join(".spin/databases/beta.db");
+    assert!(
+        beta_file.is_file(),
+        "beta's database is where the test expects"
+    );
+    let copy = app.dir().join("stolen-copy.db");
+    let hostile = [
+        format!("ATTACH DATABASE '{}' AS o", beta_file.display()),
+        "ATTACH DATABASE '/etc/hostname' AS o".to_string(),
+        format!("VACUUM INTO '{}'", copy.display()),
+        "SELECT load_extension('/usr/lib/x86_64-linux-gnu/libc.so.6')".to_string(),
+        "PRAGMA database_list".to_string(),
+        "SELECT * FROM spindle_outbox".to_string(),
+        "INSERT INTO spindle_outbox (subject, body, headers) VALUES ('x.stolen', x'6869', '[]')"
+            .to_string(),
+    ];
+    for statement in hostile {
+        for transaction in [false, true] {
+            let step = if statement.starts_with("SELECT") || statement.starts_with("PRAGMA") {
+                json!({"query": statement})
+            } else {
+                json!({"execute": statement})
+            };
+            let (status, body) = run(
+                &spindle,
+                "alpha",
+                json!({"transaction": transaction, "steps": [step]}),
+            )
+            .await;
+            let error = body["error"].as_str().unwrap_or_default();
+            assert_eq!(status, 500, "`{statement}` was not refused: {body}");
+            // Inside a transaction SQLite may refuse some (VACUUM) sooner,
+            // with its own reason; outside one the sandbox says why.
+            assert!(
+                error.contains("BadQuery")
+                    && (transaction || error.contains("only its own tables")),
+                "`{statement}`: {error}"
+            );
+            assert!(!body.to_string().contains("beta secret"), "{body}");
+        }
+    }
+    assert!(!copy.exists(), "VACUUM INTO wrote a file");
+    // The sandbox leaves the component's own work alone.
+    let (status, body) = run(
+        &spindle,
+        "alpha",
+        json!({"steps": [
+            {"execute": "INSERT INTO items (id, name) VALUES (1, 'mine')"},
+            {"query": "PRAGMA table_info(items)"},
+            {"query": "SELECT name FROM items"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][2]["rows"], json!([["mine"]]));
+}
+
+/// Writes an outbox row behind the host's back, as a guest with direct
+/// access (or a broken migration) could: on SQLite into the file, on
+/// PostgreSQL through the server.
+async fn write_outbox_row(app: &SqlApp, backend: Backend, subject: &str, headers: &str) {
+    let insert = "INSERT INTO spindle_outbox (subject, body, headers) VALUES ($1, $2, $3)";
+    match backend {
+        Backend::Sqlite => {
+            let url = format!(
+                "sqlite://{}",
+                app.dir().join(".spin/databases/alpha.db").display()
+            );
+            let pool = sqlx::SqlitePool::connect(&url)
+                .await
+                .expect("open alpha's file");
+            sqlx::query(insert)
+                .bind(subject)
+                .bind(b"poison".to_vec())
+                .bind(headers)
+                .execute(&pool)
+                .await
+                .expect("write the row");
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.postgres_urls[0])
+                .await
+                .expect("connect");
+            sqlx::query(insert)
+                .bind(subject)
+                .bind(b"poison".to_vec())
+                .bind(headers)
+                .execute(&pool)
+                .await
+                .expect("write the row");
+        }
+    }
+}
+
+/// The rows the relay set aside, as (subject, reason).
+async fn dead_letters(app: &SqlApp, backend: Backend) -> Vec<(String, String)> {
+    let select = "SELECT subject, reason FROM spindle_outbox_dead_letters ORDER BY id";
+    match backend {
+        Backend::Sqlite => {
+            let url = format!(
+                "sqlite://{}",
+                app.dir().join(".spin/databases/alpha.db").display()
+            );
+            let pool = sqlx::SqlitePool::connect(&url)
+                .await
+                .expect("open alpha's file");
+            sqlx::query_as(select)
+                .fetch_all(&pool)
+                .await
+                .expect("read dead letters")
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.postgres_urls[0])
+                .await
+                .expect("connect");
+            sqlx::query_as(select)
+                .fetch_all(&pool)
+                .await
+                .expect("read dead letters")
+        }
+    }
+}
+
+/// A row on a subject alpha may not publish to, and a row whose headers
+/// are not JSON: neither is sent, both are set aside with the reason, and
+/// alpha's next committed event still arrives.
+async fn undeliverable_outbox_rows_are_set_aside_and_later_events_arrive(backend: Backend) {
+    let client = async_nats::connect(nats_url())
+        .await
+        .expect("connect to NATS");
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let stolen_subject = format!("x.stolen.{run_id}");
+    let good_subject = format!("test.outbox.{run_id}");
+    let mut stolen = client
+        .subscribe(stolen_subject.clone())
+        .await
+        .expect("subscribe");
+    let mut good = client
+        .subscribe(good_subject.clone())
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush the subscriptions");
+
+    let app = SqlApp::new(backend, Some(&nats_url()));
+    let spindle = app.start();
+    write_outbox_row(&app, backend, &stolen_subject, "[]").await;
+    write_outbox_row(&app, backend, &good_subject, "not json").await;
+    let (status, body) = run(
+        &spindle,
+        "alpha",
+        json!({"transaction": true, "steps": [{"publish": good_subject, "body": "after the poison"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        next_body(&mut good).await,
+        "after the poison",
+        "{backend:?}"
+    );
+    // The relay works in id order over one connection, so anything it sent
+    // for the earlier rows would already be here.
+    client.flush().await.expect("flush");
+    let leaked = tokio::time::timeout(Duration::from_millis(300), stolen.next()).await;
+    assert!(leaked.is_err(), "a forged row reached the bus: {leaked:?}");
+
+    let set_aside = dead_letters(&app, backend).await;
+    assert_eq!(set_aside.len(), 2, "{set_aside:?}");
+    assert_eq!(set_aside[0].0, stolen_subject);
+    assert!(set_aside[0].1.contains("allowed_publish"), "{set_aside:?}");
+    assert!(set_aside[1].1.contains("JSON"), "{set_aside:?}");
+    let metrics = reqwest::get(format!("{}/metrics", spindle.ops_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.lines().any(
+            |line| line.starts_with("spindle_outbox_dead_letters_total{component=\"alpha\"} 2")
+        ),
+        "{metrics}"
+    );
+    drop(spindle);
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_sandbox_refuses_other_files_and_host_tables() {
+    a_component_reaches_only_its_own_tables().await;
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod on_sqlite {
@@ -418,5 +623,6 @@ on_both_backends!(
     changed_migration_is_refused,
     outbox_delivers_committed_messages_and_not_rolled_back_ones,
     outbox_messages_survive_a_kill_before_relay,
+    undeliverable_outbox_rows_are_set_aside_and_later_events_arrive,
     outbox_refuses_subjects_the_manifest_does_not_allow,
 );

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub messages_dead_lettered: Family<MessageLabels, Counter>,
     /// Outbox rows not yet relayed, per component, at the relay's last look.
     pub outbox_backlog: Family<ComponentLabels, Gauge>,
+    /// Outbox rows that could never be sent, moved to the dead-letter table.
+    pub outbox_dead_letters: Family<ComponentLabels, Counter>,
     /// Circuit breaker state per destination: 0 closed, 1 open, 2 half-open.
     pub breaker_state: Family<DestinationLabels, Gauge>,
     /// Outbound HTTP attempts by outcome.
@@ -113,6 +115,7 @@ impl Metrics {
             messages_redelivered: Family::default(),
             messages_dead_lettered: Family::default(),
             outbox_backlog: Family::default(),
+            outbox_dead_letters: Family::default(),
             breaker_state: Family::default(),
             outbound_requests: Family::default(),
             registry: Registry::default(),
@@ -171,6 +174,11 @@ impl Metrics {
             "outbox_backlog",
             "Outbox messages not yet relayed",
             metrics.outbox_backlog.clone(),
+        );
+        registry.register(
+            "outbox_dead_letters",
+            "Outbox rows that could never be sent, set aside in spindle_outbox_dead_letters",
+            metrics.outbox_dead_letters.clone(),
         );
         registry.register(
             "outbound_breaker_state",

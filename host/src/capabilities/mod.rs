@@ -12,6 +12,7 @@ pub mod outbound_http;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
+pub mod sqlite_guard;
 pub mod stdio;
 pub mod variables;
 

@@ -17,6 +17,7 @@ use sqlx::sqlite::{SqliteArguments, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Row, Sqlite, TypeInfo, ValueRef};
 
 use super::params;
+use crate::capabilities::sqlite_guard;
 use crate::platform::sql::{RowSet, Value};
 
 /// How long a call waits for a pooled connection before the database counts
@@ -41,11 +42,26 @@ pub enum Transaction {
 }
 
 impl Database {
-    /// Opens (creating if missing) the SQLite file at `path`.
+    /// Opens (creating if missing) the SQLite file at `path` for the
+    /// component's statements: every connection runs under the guest
+    /// sandbox ([`sqlite_guard`]).
     pub async fn open_sqlite(path: &Path) -> Result<Self, sqlx::Error> {
         let options = crate::capabilities::sqlite_file_options(path)?.foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|connection, _| Box::pin(sqlite_guard::install(connection)))
+            .connect_with(options)
+            .await?;
+        Ok(Self::Sqlite(pool))
+    }
+
+    /// Opens the same SQLite file for the host's own work on it (migrations,
+    /// the outbox relay, probes), outside the guest sandbox.
+    pub async fn open_sqlite_for_host(path: &Path) -> Result<Self, sqlx::Error> {
+        let options = crate::capabilities::sqlite_file_options(path)?.foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
@@ -121,6 +137,28 @@ impl Transaction {
     ) -> Result<u64, sqlx::Error> {
         match self {
             Self::Sqlite(tx) => sqlite_execute(&mut **tx, statement, params).await,
+            Self::Postgres(tx) => postgres_execute(&mut **tx, statement, params).await,
+        }
+    }
+
+    /// Runs one of the host's own statements (the outbox insert) inside the
+    /// guest's transaction: outside the sandbox, and never cached, so the
+    /// same text from the guest is prepared and refused afresh.
+    pub async fn execute_as_host(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<u64, sqlx::Error> {
+        match self {
+            Self::Sqlite(tx) => {
+                let _host = sqlite_guard::HostStatement::begin(&mut **tx).await?;
+                let statement = params::to_sqlite(statement);
+                let done = sqlx::query_with(AssertSqlSafe(statement), sqlite_arguments(params)?)
+                    .persistent(false)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(done.rows_affected())
+            }
             Self::Postgres(tx) => postgres_execute(&mut **tx, statement, params).await,
         }
     }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tracing::Instrument;
 use wasmtime::component::{Accessor, HasData, Linker, Resource};
 
-use super::{HostSettings, View};
+use super::{HostSettings, View, sqlite_guard};
 use crate::bus::{self, Bus, Message, TRACEPARENT_HEADER};
 use crate::engine;
 use crate::manifest::{App, Component, RuntimeConfig};
@@ -48,22 +48,26 @@ impl ComponentDatabase {
     /// Refuses what `allowed_publish` does not allow, as messaging does:
     /// the outbox is not a way around the manifest.
     fn may_publish(&self, subject: &str) -> Result<(), Error> {
-        if !bus::is_literal_subject(subject) {
-            return Err(Error::Other(format!(
-                "`{subject}` is not a subject one can publish to (dot-separated tokens, no wildcards)"
-            )));
-        }
-        if self
-            .allowed_publish
-            .iter()
-            .any(|pattern| bus::subject_matches(pattern, subject))
-        {
-            Ok(())
-        } else {
-            Err(Error::Other(format!(
-                "publishing to `{subject}` is not allowed; add it to [component.<id>.tool.spindle] allowed_publish"
-            )))
-        }
+        check_publish(&self.allowed_publish, subject).map_err(Error::Other)
+    }
+}
+
+/// Whether a component granted `allowed_publish` may publish to `subject`.
+fn check_publish(allowed_publish: &[String], subject: &str) -> Result<(), String> {
+    if !bus::is_literal_subject(subject) {
+        return Err(format!(
+            "`{subject}` is not a subject one can publish to (dot-separated tokens, no wildcards)"
+        ));
+    }
+    if allowed_publish
+        .iter()
+        .any(|pattern| bus::subject_matches(pattern, subject))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "publishing to `{subject}` is not allowed; add it to [component.<id>.tool.spindle] allowed_publish"
+        ))
     }
 }
 
@@ -90,10 +94,15 @@ impl AppState {
                     component.id
                 );
             }
-            let database = open(app, component, label, runtime_config, settings)
+            let (database, host) = open(app, component, label, runtime_config, settings)
                 .await
                 .with_context(|| format!("component `{}`: database `{label}`", component.id))?;
-            let relay = outbox::start_relay(component.id.clone(), database.clone(), bus.clone());
+            let relay = outbox::start_relay(
+                component.id.clone(),
+                host,
+                bus.clone(),
+                component.spindle.allowed_publish.clone(),
+            );
             databases.insert(
                 component.id.clone(),
                 Arc::new(ComponentDatabase {
@@ -135,14 +144,21 @@ impl AppState {
     }
 }
 
+/// Opens, migrates and prepares a component's database; returns the handle
+/// its statements go through and the host's own (the same pool on
+/// PostgreSQL; on SQLite a second pool outside the guest sandbox).
 async fn open(
     app: &App,
     component: &Component,
     label: &str,
     runtime_config: &RuntimeConfig,
     settings: &HostSettings,
-) -> anyhow::Result<Database> {
-    let database = match runtime_config.databases.get(label) {
+) -> anyhow::Result<(Database, Database)> {
+    let sqlite_path = settings
+        .state_dir
+        .join("databases")
+        .join(format!("{label}.db"));
+    let host = match runtime_config.databases.get(label) {
         Some(config) => Database::open_postgres(&config.url)
             .await
             .with_context(|| {
@@ -151,24 +167,24 @@ async fn open(
                     database::database_name(&config.url)
                 )
             })?,
-        None => {
-            let path = settings
-                .state_dir
-                .join("databases")
-                .join(format!("{label}.db"));
-            Database::open_sqlite(&path)
-                .await
-                .with_context(|| format!("opening {}", path.display()))?
-        }
+        None => Database::open_sqlite_for_host(&sqlite_path)
+            .await
+            .with_context(|| format!("opening {}", sqlite_path.display()))?,
     };
     if let Some(folder) = migrations_folder(app, component) {
-        migrations::apply(&database, &folder).await?;
+        migrations::apply(&host, &folder).await?;
     }
-    outbox::create_table(&database)
+    outbox::create_table(&host)
         .await
         .context("creating the outbox table")?;
-    tracing::info!(component = %component.id, database = %label, backend = database.backend(), "database ready");
-    Ok(database)
+    let guest = match &host {
+        Database::Postgres(_) => host.clone(),
+        Database::Sqlite(_) => Database::open_sqlite(&sqlite_path)
+            .await
+            .with_context(|| format!("opening {}", sqlite_path.display()))?,
+    };
+    tracing::info!(component = %component.id, database = %label, backend = host.backend(), "database ready");
+    Ok((guest, host))
 }
 
 /// The manifest's `migrations` folder, or `migrations/<component>` beside
@@ -336,6 +352,9 @@ impl<T> wit::HostTransactionWithStore<T> for Sql {
         if let Err(refused) = allowed {
             return Ok(Err(refused));
         }
+        if let Err(invalid) = bus::check_headers(&headers) {
+            return Ok(Err(Error::Other(invalid.to_string())));
+        }
         let mut message = Message {
             subject,
             body: Bytes::from(body),
@@ -444,6 +463,9 @@ fn statement_kind(statement: &str) -> String {
 /// are the database's own, which never include connection strings.
 fn to_guest_error(error: sqlx::Error) -> Error {
     match error {
+        sqlx::Error::Database(db) if sqlite_guard::is_refusal(db.message()) => {
+            Error::BadQuery(format!("{}: {}", db.message(), sqlite_guard::REFUSED))
+        }
         sqlx::Error::Database(db) => {
             let message = db.message().to_string();
             match db.kind() {

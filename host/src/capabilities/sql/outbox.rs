@@ -5,6 +5,10 @@
 //! A row is deleted only after the bus took its message, so a crash between
 //! the two sends it again on restart: delivery is at least once, in commit
 //! order per database. Consumers dedupe on the `spindle-message-id` header.
+//! The relay trusts no row: one it can never send (undecodable, a subject
+//! the component may not publish to, a header the bus refuses) is moved to
+//! `spindle_outbox_dead_letters` with the reason, and the rows behind it go
+//! on; only a bus that does not answer holds the queue up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +17,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::database::{Database, Transaction};
-use crate::bus::{Bus, Message};
+use crate::bus::{self, Bus, Message};
 use crate::metrics;
 use crate::platform::sql::Value;
 
@@ -42,6 +46,18 @@ pub async fn create_table(database: &Database) -> Result<(), sqlx::Error> {
         )"
     );
     database.execute(&statement, Vec::new()).await?;
+    let dead_letters = format!(
+        "CREATE TABLE IF NOT EXISTS spindle_outbox_dead_letters (
+            id {id},
+            outbox_id BIGINT NOT NULL,
+            subject TEXT,
+            body {body},
+            headers TEXT,
+            reason TEXT NOT NULL,
+            moved_at_ms BIGINT NOT NULL
+        )"
+    );
+    database.execute(&dead_letters, Vec::new()).await?;
     Ok(())
 }
 
@@ -60,7 +76,7 @@ pub async fn insert(
         Value::Text(headers),
     ];
     transaction
-        .execute(
+        .execute_as_host(
             "INSERT INTO spindle_outbox (subject, body, headers) VALUES ($1, $2, $3)",
             params,
         )
@@ -79,24 +95,37 @@ impl RelayWaker {
     }
 }
 
-/// Starts relaying `database`'s outbox to `bus` until the process ends.
-/// Rows left by an earlier run go first.
-pub fn start_relay(component: String, database: Database, bus: Bus) -> RelayWaker {
+/// Starts relaying `database`'s outbox to `bus` until the process ends,
+/// sending only to subjects `allowed_publish` matches. Rows left by an
+/// earlier run go first.
+pub fn start_relay(
+    component: String,
+    database: Database,
+    bus: Bus,
+    allowed_publish: Vec<String>,
+) -> RelayWaker {
     let waker = RelayWaker::default();
     let wake = waker.0.clone();
+    let relay = Relay {
+        component,
+        database,
+        bus,
+        allowed_publish,
+    };
     tokio::spawn(async move {
         let mut backoff = MIN_BACKOFF;
         loop {
-            match relay_batch(&database, &bus).await {
+            match relay.batch().await {
                 Ok(sent) if sent > 0 => backoff = MIN_BACKOFF,
                 Ok(_) => {
                     backoff = MIN_BACKOFF;
-                    record_backlog(&component, &database).await;
+                    relay.record_backlog().await;
                     let _ = tokio::time::timeout(IDLE_SWEEP, wake.notified()).await;
                 }
                 Err(error) => {
+                    let component = &relay.component;
                     tracing::warn!(%component, "outbox relay failed, retrying in {backoff:?}: {error:#}");
-                    record_backlog(&component, &database).await;
+                    relay.record_backlog().await;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -106,56 +135,114 @@ pub fn start_relay(component: String, database: Database, bus: Bus) -> RelayWake
     waker
 }
 
-/// Sets the backlog gauge: rows left (another replica's, or ones that came
-/// in since this relay's last batch).
-async fn record_backlog(component: &str, database: &Database) {
-    let rows = database
-        .query("SELECT COUNT(*) FROM spindle_outbox", Vec::new())
-        .await;
-    if let Ok(rows) = rows
-        && let Some(Value::Integer(count)) = rows.rows.first().and_then(|row| row.first())
-    {
-        metrics::metrics()
-            .outbox_backlog
-            .get_or_create(&metrics::component(component))
-            .set(*count);
-    }
+/// One component's relay.
+struct Relay {
+    component: String,
+    database: Database,
+    bus: Bus,
+    /// Checked again for every row: the table is the host's, but a row is
+    /// never taken on trust.
+    allowed_publish: Vec<String>,
 }
 
-/// Sends up to [`BATCH`] rows in id order; returns how many were sent.
-async fn relay_batch(database: &Database, bus: &Bus) -> anyhow::Result<usize> {
-    let select =
-        format!("SELECT id, subject, body, headers FROM spindle_outbox ORDER BY id LIMIT {BATCH}");
-    let rows = database.query(&select, Vec::new()).await?.rows;
-    for row in &rows {
-        let (id, message) = outbox_message(row)?;
-        bus.publish(message).await?;
-        database
+impl Relay {
+    /// Sends up to [`BATCH`] rows in id order; returns how many were
+    /// settled (sent, or set aside as undeliverable).
+    async fn batch(&self) -> anyhow::Result<usize> {
+        let select = format!(
+            "SELECT id, subject, body, headers FROM spindle_outbox ORDER BY id LIMIT {BATCH}"
+        );
+        let rows = self.database.query(&select, Vec::new()).await?.rows;
+        for row in &rows {
+            let Some(Value::Integer(id)) = row.first() else {
+                anyhow::bail!("spindle_outbox has a row without an integer id: {row:?}");
+            };
+            match self.deliverable(row) {
+                Ok(message) => {
+                    self.bus.publish(message).await?;
+                    self.database
+                        .execute(
+                            "DELETE FROM spindle_outbox WHERE id = $1",
+                            vec![Value::Integer(*id)],
+                        )
+                        .await?;
+                }
+                Err(reason) => self.set_aside(*id, &reason).await?,
+            }
+        }
+        Ok(rows.len())
+    }
+
+    /// The message a row holds, or why it can never be sent.
+    fn deliverable(&self, row: &[Value]) -> Result<Message, String> {
+        let [
+            _,
+            Value::Text(subject),
+            Value::Bytes(body),
+            Value::Text(headers),
+        ] = row
+        else {
+            return Err("the row's columns do not have the outbox's types".into());
+        };
+        let headers: Vec<(String, String)> = serde_json::from_str(headers)
+            .map_err(|error| format!("the headers are not a JSON list of pairs: {error}"))?;
+        super::check_publish(&self.allowed_publish, subject)?;
+        bus::check_headers(&headers).map_err(|error| error.to_string())?;
+        Ok(Message {
+            subject: subject.clone(),
+            body: Bytes::from(body.clone()),
+            headers,
+            reply_to: None,
+        })
+    }
+
+    /// Moves row `id` to the dead-letter table with `reason`, in one
+    /// transaction, and says so once.
+    async fn set_aside(&self, id: i64, reason: &str) -> anyhow::Result<()> {
+        let reason = bus::single_line(reason);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut transaction = self.database.begin().await?;
+        transaction
+            .execute(
+                "INSERT INTO spindle_outbox_dead_letters \
+                 (outbox_id, subject, body, headers, reason, moved_at_ms) \
+                 SELECT id, subject, body, headers, $2, $3 FROM spindle_outbox WHERE id = $1",
+                vec![
+                    Value::Integer(id),
+                    Value::Text(reason.clone()),
+                    Value::Integer(now_ms),
+                ],
+            )
+            .await?;
+        transaction
             .execute(
                 "DELETE FROM spindle_outbox WHERE id = $1",
                 vec![Value::Integer(id)],
             )
             .await?;
+        transaction.commit().await?;
+        let component = &self.component;
+        tracing::error!(%component, outbox_id = id, %reason, "outbox row cannot be sent; moved to spindle_outbox_dead_letters");
+        metrics::metrics()
+            .outbox_dead_letters
+            .get_or_create(&metrics::component(component))
+            .inc();
+        Ok(())
     }
-    Ok(rows.len())
-}
-
-/// One outbox row as its id and the message it holds.
-fn outbox_message(row: &[Value]) -> anyhow::Result<(i64, Message)> {
-    let [
-        Value::Integer(id),
-        Value::Text(subject),
-        Value::Bytes(body),
-        Value::Text(headers),
-    ] = row
-    else {
-        anyhow::bail!("spindle_outbox has an unexpected row shape: {row:?}");
-    };
-    let message = Message {
-        subject: subject.clone(),
-        body: Bytes::from(body.clone()),
-        headers: serde_json::from_str(headers)?,
-        reply_to: None,
-    };
-    Ok((*id, message))
+    /// Sets the backlog gauge: rows left (another replica's, or ones that
+    /// came in since this relay's last batch).
+    async fn record_backlog(&self) {
+        let rows = self
+            .database
+            .query("SELECT COUNT(*) FROM spindle_outbox", Vec::new())
+            .await;
+        if let Ok(rows) = rows
+            && let Some(Value::Integer(count)) = rows.rows.first().and_then(|row| row.first())
+        {
+            metrics::metrics()
+                .outbox_backlog
+                .get_or_create(&metrics::component(&self.component))
+                .set(*count);
+        }
+    }
 }

@@ -356,6 +356,9 @@ fn to_guest_error(error: sqlx::Error) -> Error {
             if database.code().as_deref() == Some("13") {
                 return Error::DatabaseFull;
             }
+            if super::sqlite_guard::is_refusal(database.message()) {
+                return Error::AccessDenied;
+            }
             Error::Io(database.message().to_owned())
         }
         sqlx::Error::PoolTimedOut => {

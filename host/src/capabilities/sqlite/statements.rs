@@ -26,6 +26,9 @@ pub(super) async fn open_pool(path: &Path) -> anyhow::Result<SqlitePool> {
         // A guest may drop its connection inside a transaction it began; the
         // next user of the pooled connection must not inherit it. ROLLBACK
         // outside a transaction fails harmlessly.
+        .after_connect(|connection, _| {
+            Box::pin(crate::capabilities::sqlite_guard::install(connection))
+        })
         .after_release(|connection, _| {
             Box::pin(async move {
                 let _ = connection.execute("ROLLBACK").await;
