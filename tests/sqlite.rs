@@ -83,6 +83,21 @@ async fn database_not_granted_is_access_denied() {
 }
 
 #[tokio::test]
+async fn attach_and_vacuum_into_are_access_denied() {
+    let app = App::new(&manifest(&["default"]));
+    let spindle = app.start();
+    let file = app.dir().join("elsewhere.db");
+
+    let reply = spindle
+        .get(&format!("/db?op=escape&file={}", file.display()))
+        .await;
+
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, "Error::AccessDenied;Error::AccessDenied");
+    assert!(!file.exists(), "VACUUM INTO wrote {}", file.display());
+}
+
+#[tokio::test]
 async fn sqlite_flag_seeds_the_default_database_before_serving() {
     let app = App::new(&manifest(&["default"]));
     let seed = app.manifest_path().with_file_name("seed.sql");

@@ -61,8 +61,30 @@ async fn run(query: &str) -> Result<String, Error> {
             result.result().await?;
             Ok(names.join(","))
         }
+        "escape" => escape(&db, &param("file")).await,
         other => Err(Error::Io(format!("unknown op `{other}`"))),
     }
+}
+
+/// Tries to reach `file` from the granted database (ATTACH, VACUUM INTO);
+/// answers each attempt's outcome, `;`-separated.
+async fn escape(db: &str, file: &str) -> Result<String, Error> {
+    let db = Connection::open(db).await?;
+    let mut outcomes = Vec::new();
+    for statement in [
+        format!("ATTACH DATABASE '{file}' AS other"),
+        format!("VACUUM INTO '{file}'"),
+    ] {
+        let outcome = match db.execute(statement, []).await {
+            Ok(result) => result.result().await,
+            Err(error) => Err(error),
+        };
+        outcomes.push(match outcome {
+            Ok(()) => "ok".to_owned(),
+            Err(error) => format!("{error:?}"),
+        });
+    }
+    Ok(outcomes.join(";"))
 }
 
 /// Creates a table, inserts [`sample_row`] and reads it back by its rowid.
