@@ -151,7 +151,7 @@ impl Transaction {
     ) -> Result<u64, sqlx::Error> {
         match self {
             Self::Sqlite(tx) => {
-                let _host = sqlite_guard::HostStatement::begin(&mut **tx).await?;
+                let _host = sqlite_guard::HostStatement::begin(tx).await?;
                 let statement = params::to_sqlite(statement);
                 let done = sqlx::query_with(AssertSqlSafe(statement), sqlite_arguments(params)?)
                     .persistent(false)
