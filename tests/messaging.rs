@@ -461,6 +461,54 @@ async fn a_message_that_runs_out_of_deliveries_is_dead_lettered_with_the_reason(
     );
 }
 
+#[tokio::test]
+async fn traps_and_multi_line_reasons_are_dead_lettered_on_one_line_on_jetstream() {
+    let app = MessagingApp::new(
+        Broker::Nats,
+        "durable = \"traps\"\nmax_deliver = 2\nack_wait = \"5s\"",
+        None,
+    );
+    let spindle = app.start();
+    for (kind, body) in [
+        ("trap", "trapped"),
+        ("lines", "two lines"),
+        ("after", "fine"),
+    ] {
+        let reply = spindle
+            .post(&format!("/publish/{}", app.subject(kind)), body)
+            .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
+    let dead_subject = format!("dead.{}", app.prefix);
+    let dead_letter = |listing: &Json, body: &str| {
+        entries(listing)
+            .into_iter()
+            .find(|entry| entry["subject"] == dead_subject && entry["body"] == body)
+    };
+    let listing = wait_for_handled(&spindle, Duration::from_secs(30), |l| {
+        dead_letter(l, "trapped").is_some()
+            && dead_letter(l, "two lines").is_some()
+            && entry_for(l, &app.subject("after")).is_some()
+    })
+    .await;
+    let trapped = dead_letter(&listing, "trapped").expect("the trap dead-lettered");
+    let reason = trapped["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("gave up after 2 deliveries") && !reason.contains('\n'),
+        "{reason:?}"
+    );
+    let rejected = dead_letter(&listing, "two lines").expect("the reject dead-lettered");
+    assert_eq!(rejected["reason"], "rejected: first line second line");
+    // The guest's own panic is logged under `guest:`; the host has none.
+    let stderr = spindle.stderr();
+    assert!(
+        !stderr
+            .lines()
+            .any(|line| line.contains("panicked") && !line.contains("guest:")),
+        "the host panicked:\n{stderr}"
+    );
+}
+
 // --- replicas on JetStream ----------------------------------------------
 
 /// A fresh PostgreSQL database URL for this run (created by `spindle up`).

@@ -281,10 +281,16 @@ fn stream_name(subject: &str) -> String {
     format!("SPINDLE_{}", tokens.join("_"))
 }
 
+/// The pairs as NATS headers. Every writer checks its headers first
+/// ([`super::check_headers`]); a pair that slipped through is dropped with
+/// a warning, because async-nats panics on it.
 fn to_headers(pairs: &[(String, String)]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in pairs {
-        headers.append(name.as_str(), value.as_str());
+        match super::check_header(name, value) {
+            Ok(()) => headers.append(name.as_str(), value.as_str()),
+            Err(invalid) => tracing::warn!("header left out of a NATS message: {invalid}"),
+        }
     }
     headers
 }

@@ -388,6 +388,9 @@ impl Consumer {
         attempt: u32,
         reason: String,
     ) {
+        // A trap's text spans lines and a guest's reason is its own: a
+        // header value must be one line, or the client refuses to send it.
+        let reason = crate::bus::single_line(&reason);
         let subject = message.subject.clone();
         let mut headers = message.headers;
         headers.push((DEAD_LETTER_REASON_HEADER.into(), reason.clone()));

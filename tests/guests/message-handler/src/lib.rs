@@ -4,6 +4,8 @@
 //! Messages, by the last token of their subject:
 //! - `echo`: answers the request on its reply subject with `echo: <body>`;
 //! - `reject`: refuses it for good (dead-letter);
+//! - `lines`: refuses it with a reason of two lines;
+//! - `trap`: traps (a Rust panic) on every delivery;
 //! - `flaky`: asks for a retry on its first two deliveries, then records it;
 //! - anything else: records it once per `spindle-message-id` (its own dedupe),
 //!   with its trace context, the `replica` variable and any dead-letter reason.
@@ -41,6 +43,8 @@ impl Guest for Handler {
                     .map_err(|error| HandlerError::Reject(format!("{error:?}")))
             }
             "reject" => Err(HandlerError::Reject(format!("cannot take {body}"))),
+            "lines" => Err(HandlerError::Reject("first line\nsecond line".into())),
+            "trap" => panic!("deliberate trap\nwith a second line"),
             "flaky" => {
                 let attempts = count_attempt(&message_id(&message.headers, &body))
                     .await
