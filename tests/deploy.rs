@@ -153,3 +153,57 @@ async fn health_answers_on_the_ops_listener() {
         .expect("GET /health");
     assert_eq!(reply.status(), 200);
 }
+
+#[tokio::test]
+async fn an_unauthenticated_upload_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_app, spindle) = start();
+    let ops = spindle.ops_url();
+    let address = ops.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connecting to the ops listener");
+    // Announce 200 MiB, send only 64 KiB of it: the answer must come anyway.
+    let head = format!(
+        "PUT /components/web HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Length: {}\r\n\r\n",
+        200u64 << 20
+    );
+    stream.write_all(head.as_bytes()).await.expect("headers");
+    stream
+        .write_all(&vec![0u8; 64 << 10])
+        .await
+        .expect("a little body");
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the host answered without waiting for the 200 MiB")
+        .expect("reading the answer");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+#[test]
+fn an_empty_or_placeholder_deploy_token_stops_start_up() {
+    let app = App::new(&format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "deploy"
+
+[[trigger.http]]
+route = "/..."
+component = "web"
+
+[component.web]
+source = "{}"
+"#,
+        guest_wasm("hello").display()
+    ));
+    let (code, stderr) = app.run_up_expecting_failure_with(&["--deploy-token="]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("is set but empty"), "{stderr}");
+    let (code, stderr) =
+        app.run_up_expecting_failure_with(&["--deploy-token", "replace-with-a-random-token"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("placeholder"), "{stderr}");
+}

@@ -36,6 +36,7 @@ pub struct UpCommand {
     pub ops_listen: SocketAddr,
 
     /// Bearer token the deploy API requires; without one, deploys are refused.
+    /// An empty value or the example Secret's placeholder stops start-up.
     #[arg(long, env = "SPINDLE_DEPLOY_TOKEN", hide_env_values = true)]
     pub deploy_token: Option<String>,
 
@@ -81,6 +82,7 @@ impl UpCommand {
             None => RuntimeConfig::default(),
         };
         check_variables(&app, &self.variables)?;
+        ops::check_token(self.deploy_token.as_deref())?;
         let selected: Vec<&manifest::Component> = app.components.values().collect();
         if self.build {
             super::build::build_components(&app, &self.components)?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,26 @@ use crate::triggers::nats::NatsTrigger;
 
 /// The largest component a deploy accepts.
 pub const MAX_COMPONENT_BYTES: usize = 256 << 20;
+
+/// The deploy token the shipped Kubernetes Secret holds until an operator
+/// replaces it: a value anyone can read is no credential.
+pub const PLACEHOLDER_TOKEN: &str = "replace-with-a-random-token";
+
+/// Refuses a configured deploy token that would not protect the deploy API:
+/// empty (it would match a request carrying none) or the shipped placeholder.
+pub fn check_token(token: Option<&str>) -> anyhow::Result<()> {
+    match token {
+        Some(token) if token.trim().is_empty() => anyhow::bail!(
+            "SPINDLE_DEPLOY_TOKEN / --deploy-token is set but empty: set a random \
+             token (e.g. `openssl rand -hex 32`) or unset it to disable deploys"
+        ),
+        Some(PLACEHOLDER_TOKEN) => anyhow::bail!(
+            "SPINDLE_DEPLOY_TOKEN is the placeholder from the example Secret: \
+             replace it with a random token (e.g. `openssl rand -hex 32`)"
+        ),
+        _ => Ok(()),
+    }
+}
 
 /// What a deploy needs: the engine and linker the app was loaded with, and
 /// the triggers whose components it replaces.
@@ -120,6 +140,9 @@ pub enum DeployError {
     /// No or wrong bearer token (or none configured on the host).
     #[error("a valid bearer token is required (the host's SPINDLE_DEPLOY_TOKEN)")]
     Unauthorized,
+    /// The body is larger than [`MAX_COMPONENT_BYTES`] or was cut off.
+    #[error("the component must be a complete body of at most {} MiB", MAX_COMPONENT_BYTES >> 20)]
+    BadBody,
     /// The app has no such component on this host.
     #[error("no component `{0}` runs on this host")]
     UnknownComponent(String),
@@ -136,6 +159,7 @@ impl IntoResponse for DeployError {
     fn into_response(self) -> Response {
         let status = match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadBody => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownComponent(_) => StatusCode::NOT_FOUND,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -153,11 +177,19 @@ pub async fn deploy(
     State(deployer): State<Arc<Deployer>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    wasm: Bytes,
+    body: Body,
 ) -> Result<Json<Deployed>, DeployError> {
+    // The token is checked first: an unauthenticated client must not make
+    // the host read (and hold) up to MAX_COMPONENT_BYTES.
     if !deployer.authorized(&headers) {
         return Err(DeployError::Unauthorized);
     }
+    let wasm = axum::body::to_bytes(body, MAX_COMPONENT_BYTES)
+        .await
+        .map_err(|error| {
+            tracing::warn!(component = %id, "deploy body refused: {error}");
+            DeployError::BadBody
+        })?;
     // Compiling takes a core for a while: keep it off the async workers.
     let task = tokio::task::spawn_blocking(move || deployer.deploy(&id, &wasm));
     match task.await {

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::metrics;
 use crate::triggers::Admissions;
-pub use deploy::Deployer;
+pub use deploy::{Deployer, check_token};
 pub use ready::Readiness;
 
 /// What the ops routes serve from.
@@ -34,9 +34,9 @@ pub struct Ops {
 pub fn router(ops: Ops) -> Router {
     let deploys = Router::new()
         .route("/components/{id}", put(deploy::deploy))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            deploy::MAX_COMPONENT_BYTES,
-        ))
+        // The handler reads the body itself, after the token check, up to
+        // its own limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(ops.deployer);
     Router::new()
         .route("/health", get(health))
