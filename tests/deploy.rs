@@ -13,8 +13,9 @@ use support::{App, Spindle, guest_wasm};
 
 const TOKEN: &str = "test-deploy-token";
 
-fn start() -> (App, Spindle) {
-    let app = App::new(&format!(
+/// One component, `web`, serving `/...` with the hello guest.
+fn web_app() -> App {
+    App::new(&format!(
         r#"spin_manifest_version = 2
 [application]
 name = "deploy"
@@ -27,7 +28,11 @@ component = "web"
 source = "{}"
 "#,
         guest_wasm("hello").display()
-    ));
+    ))
+}
+
+fn start() -> (App, Spindle) {
+    let app = web_app();
     let spindle = app.start_with_env(&[], &[("SPINDLE_DEPLOY_TOKEN", TOKEN)]);
     (app, spindle)
 }
@@ -185,20 +190,7 @@ async fn an_unauthenticated_upload_is_refused_before_its_body_is_read() {
 
 #[test]
 fn an_empty_or_placeholder_deploy_token_stops_start_up() {
-    let app = App::new(&format!(
-        r#"spin_manifest_version = 2
-[application]
-name = "deploy"
-
-[[trigger.http]]
-route = "/..."
-component = "web"
-
-[component.web]
-source = "{}"
-"#,
-        guest_wasm("hello").display()
-    ));
+    let app = web_app();
     let (code, stderr) = app.run_up_expecting_failure_with(&["--deploy-token="]);
     assert_ne!(code, 0);
     assert!(stderr.contains("is set but empty"), "{stderr}");

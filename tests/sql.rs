@@ -467,68 +467,71 @@ async fn a_component_reaches_only_its_own_tables() {
     assert_eq!(body["results"][2]["rows"], json!([["mine"]]));
 }
 
-/// Writes an outbox row behind the host's back, as a guest with direct
-/// access (or a broken migration) could: on SQLite into the file, on
-/// PostgreSQL through the server.
-async fn write_outbox_row(app: &SqlApp, backend: Backend, subject: &str, headers: &str) {
-    let insert = "INSERT INTO spindle_outbox (subject, body, headers) VALUES ($1, $2, $3)";
-    match backend {
-        Backend::Sqlite => {
-            let url = format!(
-                "sqlite://{}",
-                app.dir().join(".spin/databases/alpha.db").display()
-            );
-            let pool = sqlx::SqlitePool::connect(&url)
-                .await
-                .expect("open alpha's file");
-            sqlx::query(insert)
-                .bind(subject)
-                .bind(b"poison".to_vec())
-                .bind(headers)
-                .execute(&pool)
-                .await
-                .expect("write the row");
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&app.postgres_urls[0])
-                .await
-                .expect("connect");
-            sqlx::query(insert)
-                .bind(subject)
-                .bind(b"poison".to_vec())
-                .bind(headers)
-                .execute(&pool)
-                .await
-                .expect("write the row");
-        }
-    }
+/// alpha's database, opened by the test itself behind the host's back.
+enum AlphaDatabase {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
-/// The rows the relay set aside, as (subject, reason).
-async fn dead_letters(app: &SqlApp, backend: Backend) -> Vec<(String, String)> {
-    let select = "SELECT subject, reason FROM spindle_outbox_dead_letters ORDER BY id";
-    match backend {
-        Backend::Sqlite => {
-            let url = format!(
-                "sqlite://{}",
-                app.dir().join(".spin/databases/alpha.db").display()
-            );
-            let pool = sqlx::SqlitePool::connect(&url)
-                .await
-                .expect("open alpha's file");
-            sqlx::query_as(select)
-                .fetch_all(&pool)
-                .await
-                .expect("read dead letters")
+impl AlphaDatabase {
+    async fn open(app: &SqlApp, backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let file = app.dir().join(".spin/databases/alpha.db");
+                let url = format!("sqlite://{}", file.display());
+                Self::Sqlite(
+                    sqlx::SqlitePool::connect(&url)
+                        .await
+                        .expect("open alpha's file"),
+                )
+            }
+            Backend::Postgres => Self::Postgres(
+                sqlx::PgPool::connect(&app.postgres_urls[0])
+                    .await
+                    .expect("connect to alpha's database"),
+            ),
         }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&app.postgres_urls[0])
+    }
+
+    /// Writes an outbox row as a guest with direct access (or a broken
+    /// migration) could.
+    async fn write_outbox_row(&self, subject: &str, headers: &str) {
+        let insert = "INSERT INTO spindle_outbox (subject, body, headers) VALUES ($1, $2, $3)";
+        let body = b"poison".to_vec();
+        let written = match self {
+            Self::Sqlite(pool) => sqlx::query(insert)
+                .bind(subject)
+                .bind(body)
+                .bind(headers)
+                .execute(pool)
                 .await
-                .expect("connect");
-            sqlx::query_as(select)
-                .fetch_all(&pool)
+                .map(drop),
+            Self::Postgres(pool) => sqlx::query(insert)
+                .bind(subject)
+                .bind(body)
+                .bind(headers)
+                .execute(pool)
                 .await
-                .expect("read dead letters")
+                .map(drop),
+        };
+        written.expect("write the outbox row");
+    }
+
+    /// The rows the relay set aside, as (subject, reason).
+    async fn dead_letters(&self) -> Vec<(String, String)> {
+        let select = "SELECT subject, reason FROM spindle_outbox_dead_letters ORDER BY id";
+        match self {
+            Self::Sqlite(pool) => sqlx::query_as(select).fetch_all(pool).await,
+            Self::Postgres(pool) => sqlx::query_as(select).fetch_all(pool).await,
+        }
+        .expect("read the dead letters")
+    }
+
+    /// Lets go of the connections, so the database can be dropped.
+    async fn close(self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
         }
     }
 }
@@ -555,8 +558,9 @@ async fn undeliverable_outbox_rows_are_set_aside_and_later_events_arrive(backend
 
     let app = SqlApp::new(backend, Some(&nats_url()));
     let spindle = app.start();
-    write_outbox_row(&app, backend, &stolen_subject, "[]").await;
-    write_outbox_row(&app, backend, &good_subject, "not json").await;
+    let alpha = AlphaDatabase::open(&app, backend).await;
+    alpha.write_outbox_row(&stolen_subject, "[]").await;
+    alpha.write_outbox_row(&good_subject, "not json").await;
     let (status, body) = run(
         &spindle,
         "alpha",
@@ -575,7 +579,7 @@ async fn undeliverable_outbox_rows_are_set_aside_and_later_events_arrive(backend
     let leaked = tokio::time::timeout(Duration::from_millis(300), stolen.next()).await;
     assert!(leaked.is_err(), "a forged row reached the bus: {leaked:?}");
 
-    let set_aside = dead_letters(&app, backend).await;
+    let set_aside = alpha.dead_letters().await;
     assert_eq!(set_aside.len(), 2, "{set_aside:?}");
     assert_eq!(set_aside[0].0, stolen_subject);
     assert!(set_aside[0].1.contains("allowed_publish"), "{set_aside:?}");
@@ -593,6 +597,7 @@ async fn undeliverable_outbox_rows_are_set_aside_and_later_events_arrive(backend
         "{metrics}"
     );
     drop(spindle);
+    alpha.close().await;
     app.cleanup().await;
 }
 
