@@ -509,6 +509,42 @@ async fn traps_and_multi_line_reasons_are_dead_lettered_on_one_line_on_jetstream
     );
 }
 
+#[tokio::test]
+async fn a_reply_subject_naming_the_broker_api_is_refused_to_the_handler() {
+    let app = MessagingApp::new(Broker::Nats, "", None);
+    let spindle = app.start();
+    let client = nats_client().await;
+    // A sender may name any reply subject; the handler must not be made to
+    // call JetStream's API (here: delete a stream) by answering it.
+    client
+        .publish_with_reply(
+            app.subject("echo"),
+            "$JS.API.STREAM.DELETE.ANY".to_string(),
+            "hello".into(),
+        )
+        .await
+        .expect("publish");
+    client.flush().await.expect("flush");
+    let dead_subject = format!("dead.{}", app.prefix);
+    let listing = wait_for_handled(&spindle, Duration::from_secs(10), |l| {
+        entry_for(l, &dead_subject).is_some()
+    })
+    .await;
+    let entry = entry_for(&listing, &dead_subject).expect("dead-lettered");
+    let reason = entry["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("SubjectDenied"), "{reason}");
+
+    // Its own request's inbox it may still answer.
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(app.subject("echo"), "again".into()),
+    )
+    .await
+    .expect("a reply in time")
+    .expect("a reply");
+    assert_eq!(reply.payload.as_ref(), b"echo: again");
+}
+
 // --- replicas on JetStream ----------------------------------------------
 
 /// A fresh PostgreSQL database URL for this run (created by `spindle up`).

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind, consumer, context::PublishErrorKind, stream};
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishErrorKind};
+use async_nats::jetstream::{self, AckKind, consumer, stream};
 use async_nats::{ConnectOptions, HeaderMap, RequestErrorKind};
 
 use super::{
@@ -76,7 +77,7 @@ impl NatsBus {
             headers.insert(NATS_MESSAGE_ID_HEADER, id);
         }
         let sent = async {
-            if message.reply_to.is_none() && self.is_captured(&message.subject).await {
+            if message.reply_to.is_none() && self.is_captured(&message.subject).await? {
                 let stored = async {
                     self.jetstream
                         .publish_with_headers(message.subject.clone(), headers, message.body)
@@ -121,24 +122,41 @@ impl NatsBus {
             .map_err(|_| PublishError::Unavailable("no answer from NATS in time".into()))?
     }
 
-    /// Whether a JetStream stream stores messages sent to `subject`.
-    async fn is_captured(&self, subject: &str) -> bool {
+    /// Whether a JetStream stream stores messages sent to `subject`. A
+    /// lookup the server did not answer is an error, never "no stream": a
+    /// message meant for a stream must not go out unstored (the caller
+    /// retries, the outbox keeps its row).
+    async fn is_captured(&self, subject: &str) -> Result<bool, PublishError> {
         if subject.starts_with("_INBOX.") {
-            return false; // Replies are never stored, and never repeat.
+            return Ok(false); // Replies are never stored, and never repeat.
         }
         let cached = self.lock_captured().get(subject).copied();
         if let Some((captured, asked)) = cached
             && asked.elapsed() < STREAM_LOOKUP_TTL
         {
-            return captured;
+            return Ok(captured);
         }
-        let captured = self.jetstream.stream_by_subject(subject).await.is_ok();
+        let captured = match self.jetstream.stream_by_subject(subject).await {
+            Ok(_) => true,
+            Err(error) => match error.kind() {
+                GetStreamByNameErrorKind::NotFound | GetStreamByNameErrorKind::InvalidSubject => {
+                    false
+                }
+                // Nobody answers the JetStream API: the server has none.
+                _ if no_responders(&error) => false,
+                _ => {
+                    return Err(PublishError::Unavailable(format!(
+                        "looking up the stream of `{subject}`: {error}"
+                    )));
+                }
+            },
+        };
         let mut cache = self.lock_captured();
         if cache.len() >= STREAM_LOOKUP_CAPACITY {
             cache.clear();
         }
         cache.insert(subject.to_string(), (captured, Instant::now()));
-        captured
+        Ok(captured)
     }
 
     fn forget(&self, subject: &str) {
@@ -281,6 +299,27 @@ fn stream_name(subject: &str) -> String {
     format!("SPINDLE_{}", tokens.join("_"))
 }
 
+/// Whether `error`, or an error it wraps, is a request nobody answered.
+fn no_responders(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{
+        RequestError as ApiError, RequestErrorKind as ApiErrorKind,
+    };
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<ApiError>()
+            .is_some_and(|api| api.kind() == ApiErrorKind::NoResponders)
+            || error
+                .downcast_ref::<async_nats::RequestError>()
+                .is_some_and(|request| request.kind() == RequestErrorKind::NoResponders)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 /// The pairs as NATS headers. Every writer checks its headers first
 /// ([`super::check_headers`]); a pair that slipped through is dropped with
 /// a warning, because async-nats panics on it.
@@ -378,5 +417,21 @@ mod tests {
         assert_eq!(stream_name("order.created"), "SPINDLE_ORDER_CREATED");
         assert_eq!(stream_name("order.*"), "SPINDLE_ORDER_ANY");
         assert_eq!(stream_name("jobs.>"), "SPINDLE_JOBS_ALL");
+    }
+
+    #[test]
+    fn only_a_request_nobody_answered_means_there_is_no_jetstream() {
+        use async_nats::jetstream::context::{
+            GetStreamByNameError, RequestError as ApiError, RequestErrorKind as ApiErrorKind,
+        };
+        let lookup = |kind| {
+            GetStreamByNameError::with_source(
+                GetStreamByNameErrorKind::Request,
+                ApiError::with_source(ApiErrorKind::Other, ApiError::new(kind)),
+            )
+        };
+        assert!(no_responders(&lookup(ApiErrorKind::NoResponders)));
+        assert!(!no_responders(&lookup(ApiErrorKind::TimedOut)));
+        assert!(!no_responders(&lookup(ApiErrorKind::Other)));
     }
 }

@@ -109,11 +109,14 @@ impl InstanceState {
                 "`{subject}` is not a subject one can publish to (dot-separated tokens, no wildcards)"
             )));
         }
-        let is_reply = self
-            .handling
-            .as_ref()
-            .and_then(|handling| handling.reply_to.as_deref())
-            == Some(subject);
+        // The sender chose the reply subject: it may name the broker's own
+        // API (`$JS.API.*`, `$JS.ACK.*`, `$SYS.*`), which no handler may use.
+        let is_reply = !subject.starts_with('$')
+            && self
+                .handling
+                .as_ref()
+                .and_then(|handling| handling.reply_to.as_deref())
+                == Some(subject);
         if is_reply
             || self
                 .allowed
@@ -294,6 +297,25 @@ mod tests {
             state.may_publish("_INBOX.other"),
             Err(Error::SubjectDenied(_))
         ));
+    }
+
+    #[test]
+    fn a_reply_subject_naming_the_broker_api_is_refused() {
+        let mut state = state(&["order.*"]);
+        for reply_to in [
+            "$JS.API.STREAM.DELETE.ORDERS",
+            "$JS.ACK.ORDERS.saga.1.2.3.4.5",
+            "$SYS.REQ.SERVER.PING",
+        ] {
+            state.handling(&bus::Message {
+                reply_to: Some(reply_to.into()),
+                ..bus::Message::default()
+            });
+            assert!(
+                matches!(state.may_publish(reply_to), Err(Error::SubjectDenied(_))),
+                "{reply_to}"
+            );
+        }
     }
 
     #[test]
