@@ -273,3 +273,80 @@ fn selecting_an_unknown_component_is_an_error() {
     assert_ne!(code, 0);
     assert!(stderr.contains("no component `nope`"), "{stderr}");
 }
+
+/// Opens `count` connections to `base_url` that each send half a request
+/// line and then nothing more.
+async fn stalled_connections(base_url: &str, count: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let address = base_url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stalled = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connecting to the app listener");
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("half a request");
+        stalled.push(stream);
+    }
+    stalled
+}
+
+/// Whether the host closed `stream` (read gives end of file or an error).
+async fn closed_by_host(stream: &mut tokio::net::TcpStream, deadline: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 256];
+    loop {
+        match tokio::time::timeout(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // A 408 or similar before the close is fine; keep reading.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_that_never_finish_their_headers_are_closed_while_others_are_served() {
+    let app = App::new(&http_manifest(&[("/hello", "hello", "hello")]));
+    let spindle = app.start_with(&["--header-timeout", "1s"]);
+    let mut stalled = stalled_connections(spindle.base_url(), 2_000).await;
+
+    // Ordinary requests keep working while the 2,000 hang.
+    for _ in 0..20 {
+        let reply = spindle.get("/hello").await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    // One deadline for all of them: the timeout is 1s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut still_open = 0;
+    for stream in &mut stalled {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if !closed_by_host(stream, left).await {
+            still_open += 1;
+        }
+    }
+    assert_eq!(
+        still_open, 0,
+        "connections left open past the header timeout"
+    );
+    assert_eq!(spindle.get("/hello").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_connection_cap_new_connections_wait_and_the_host_keeps_serving() {
+    let app = App::new(&http_manifest(&[("/hello", "hello", "hello")]));
+    let spindle = app.start_with(&["--max-connections", "50", "--header-timeout", "2s"]);
+    // 50 stalled connections take every slot: a request waits until the
+    // header timeout frees them, then it is served.
+    let _stalled = stalled_connections(spindle.base_url(), 50).await;
+    let started = std::time::Instant::now();
+    let reply = spindle.get("/hello").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "served at once ({:?}): the cap did not hold",
+        started.elapsed()
+    );
+}

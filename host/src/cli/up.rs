@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -16,8 +17,8 @@ use crate::health::Probe;
 use crate::manifest::{self, App, RuntimeConfig};
 use crate::ops::{self, Deployer, Readiness};
 use crate::triggers;
-use crate::triggers::http::HttpTrigger;
 use crate::triggers::http::routes::Route;
+use crate::triggers::http::{ConnectionLimits, HttpTrigger};
 use crate::triggers::nats::NatsTrigger;
 
 /// Runs a Spin app.
@@ -34,6 +35,15 @@ pub struct UpCommand {
     /// Address of the operations listener (health, deploy); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:3001", env = "SPINDLE_OPS_LISTEN")]
     pub ops_listen: SocketAddr,
+
+    /// How long a client may take to send a request's headers on the app
+    /// listener before its connection is closed, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout, env = "SPINDLE_HEADER_TIMEOUT")]
+    pub header_timeout: Duration,
+
+    /// Open connections the app listener holds at most; more wait to be accepted.
+    #[arg(long, default_value_t = 10_000, env = "SPINDLE_MAX_CONNECTIONS")]
+    pub max_connections: usize,
 
     /// Bearer token the deploy API requires; without one, deploys are refused.
     /// An empty value or the example Secret's placeholder stops start-up.
@@ -178,7 +188,13 @@ impl UpCommand {
                 let stopped = stopped.clone();
                 tokio::spawn(async move { nats.run(stopped).await })
             };
-            trigger.serve(listener, stop_requested(stopped)).await?;
+            let limits = ConnectionLimits {
+                header_timeout: self.header_timeout,
+                max_connections: self.max_connections,
+            };
+            trigger
+                .serve(listener, limits, stop_requested(stopped))
+                .await?;
             consuming.await.context("the NATS trigger task")?;
             ops.await.context("the ops listener task")??;
             Ok(())
@@ -303,5 +319,14 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// A positive duration flag (`10s`, `500ms`), in the manifest's syntax.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match manifest::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("must be longer than 0s".into()),
+        Err(error) => Err(error.to_string()),
     }
 }

@@ -23,10 +23,11 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler};
@@ -58,6 +59,16 @@ const RETRY_AFTER_SECONDS: &str = "1";
 
 /// How long in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What one client may hold open on the app listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A connection that has not sent a request's headers within this long
+    /// is closed (slow-loris clients hold nothing for long).
+    pub header_timeout: Duration,
+    /// Open connections at most; more wait to be accepted.
+    pub max_connections: usize,
+}
 
 /// Routes HTTP requests to the app's components.
 pub struct HttpTrigger {
@@ -147,12 +158,24 @@ impl HttpTrigger {
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        limits: ConnectionLimits,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        // A permit per open connection: past the cap, new connections wait
+        // in the kernel's backlog until one closes.
+        let open = Arc::new(Semaphore::new(limits.max_connections));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            let permit = tokio::select! {
+                permit = open.clone().acquire_owned() => permit?,
+                () = &mut shutdown => break,
+            };
             let (stream, client) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -174,6 +197,7 @@ impl HttpTrigger {
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {
+                let _open = permit;
                 if let Err(error) = connection.await {
                     tracing::debug!(%client, "connection ended: {error}");
                 }
