@@ -254,26 +254,29 @@ async fn attempt(
     outcomes: &Outcomes,
     span: &tracing::Span,
 ) -> SendResult {
-    if let Err(open) = breaker.admit() {
-        span.record("spindle.breaker", "open");
-        outcomes.count("refused_open");
-        tracing::debug!(destination = %open.destination, "circuit open: failing fast");
-        return Err(wasmtime_wasi_http::Error::DestinationUnavailable);
-    }
+    let call = match breaker.admit() {
+        Ok(call) => call,
+        Err(open) => {
+            span.record("spindle.breaker", "open");
+            outcomes.count("refused_open");
+            tracing::debug!(destination = %open.destination, "circuit open: failing fast");
+            return Err(wasmtime_wasi_http::Error::DestinationUnavailable);
+        }
+    };
     let outcome = match tokio::time::timeout(timeout, sent).await {
         Ok(Ok((response, io))) => {
             let ok = !response.status().is_server_error();
-            breaker.record(ok);
+            call.record(ok);
             outcomes.count(if ok { "ok" } else { "failed" });
             Ok((response, io))
         }
         Ok(Err(error)) => {
-            breaker.record(false);
+            call.record(false);
             outcomes.count("failed");
             Err(error)
         }
         Err(_) => {
-            breaker.record(false);
+            call.record(false);
             outcomes.count("timed_out");
             Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)
         }

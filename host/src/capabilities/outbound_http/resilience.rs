@@ -191,6 +191,30 @@ enum State {
     HalfOpen,
 }
 
+/// A call the breaker let through; its outcome is recorded once, and a
+/// probe dropped without one frees the probe.
+pub struct Call<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    settled: bool,
+}
+
+impl Call<'_> {
+    /// Counts the call's outcome.
+    pub fn record(mut self, success: bool) {
+        self.settled = true;
+        self.breaker.record(success);
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            self.breaker.probe_abandoned();
+        }
+    }
+}
+
 /// Why a call was not let through.
 #[derive(Debug)]
 pub struct BreakerOpen {
@@ -230,16 +254,25 @@ impl Breaker {
     }
 
     /// Lets a call through, or refuses it while the breaker is open (and
-    /// while a half-open probe is out).
-    pub fn admit(&self) -> Result<(), BreakerOpen> {
+    /// while a half-open probe is out). The call's outcome goes to
+    /// [`Call::record`].
+    pub fn admit(&self) -> Result<Call<'_>, BreakerOpen> {
         let mut state = self.lock();
         match &*state {
-            State::Closed { .. } => Ok(()),
+            State::Closed { .. } => Ok(Call {
+                breaker: self,
+                probe: false,
+                settled: false,
+            }),
             State::Open { until } if Instant::now() >= *until => {
                 *state = State::HalfOpen;
                 self.record_state(2);
                 tracing::info!(component = %self.component, destination = %self.destination, "circuit half-open: one probe goes through");
-                Ok(())
+                Ok(Call {
+                    breaker: self,
+                    probe: true,
+                    settled: false,
+                })
             }
             State::Open { .. } | State::HalfOpen => Err(BreakerOpen {
                 destination: self.destination.clone(),
@@ -247,8 +280,20 @@ impl Breaker {
         }
     }
 
+    /// A probe ended without an outcome (its caller went away): the next
+    /// call may probe instead, so the breaker is never half-open for good.
+    fn probe_abandoned(&self) {
+        let mut state = self.lock();
+        if let State::HalfOpen = &*state {
+            *state = State::Open {
+                until: Instant::now(),
+            };
+            self.record_state(1);
+        }
+    }
+
     /// Counts the outcome of a call that was let through.
-    pub fn record(&self, success: bool) {
+    fn record(&self, success: bool) {
         let mut state = self.lock();
         match &mut *state {
             State::Closed {
@@ -333,23 +378,35 @@ mod tests {
     fn a_breaker_opens_after_failures_in_a_row_and_a_successful_probe_closes_it() {
         let breaker = Breaker::new("c", "http://test-a", &policy(3, Duration::ZERO));
         for _ in 0..2 {
-            breaker.admit().expect("closed");
-            breaker.record(false);
+            breaker.admit().expect("closed").record(false);
         }
-        breaker.admit().expect("still closed after two");
-        breaker.record(false);
+        breaker
+            .admit()
+            .expect("still closed after two")
+            .record(false);
         // Open with no cooldown: the next call is the probe, the one after waits for it.
-        breaker.admit().expect("the probe");
+        let probe = breaker.admit().expect("the probe");
         assert!(breaker.admit().is_err(), "only one probe at a time");
-        breaker.record(true);
-        breaker.admit().expect("closed again");
+        probe.record(true);
+        breaker.admit().expect("closed again").record(true);
+    }
+
+    #[test]
+    fn a_probe_dropped_without_an_outcome_lets_the_next_call_probe() {
+        let breaker = Breaker::new("c", "http://test-probe", &policy(1, Duration::ZERO));
+        breaker.admit().expect("closed").record(false);
+        let probe = breaker.admit().expect("the probe");
+        assert!(breaker.admit().is_err(), "only one probe at a time");
+        drop(probe); // the caller was cancelled mid-call
+        let next = breaker.admit().expect("a new probe");
+        next.record(true);
+        assert_eq!(breaker.state_name(), "closed");
     }
 
     #[test]
     fn an_open_breaker_fails_fast_until_the_cooldown_ends() {
         let breaker = Breaker::new("c", "http://test-b", &policy(1, Duration::from_secs(60)));
-        breaker.admit().expect("closed");
-        breaker.record(false);
+        breaker.admit().expect("closed").record(false);
         assert!(breaker.admit().is_err());
     }
 
@@ -357,8 +414,7 @@ mod tests {
     fn half_of_the_recent_calls_failing_opens_the_breaker() {
         let breaker = Breaker::new("c", "http://test-c", &policy(100, Duration::from_secs(60)));
         for index in 0..RATE_MIN_CALLS {
-            breaker.admit().expect("closed");
-            breaker.record(index % 2 == 0);
+            breaker.admit().expect("closed").record(index % 2 == 0);
         }
         assert!(breaker.admit().is_err());
     }
