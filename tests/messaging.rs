@@ -545,6 +545,89 @@ async fn a_reply_subject_naming_the_broker_api_is_refused_to_the_handler() {
     assert_eq!(reply.payload.as_ref(), b"echo: again");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_busy_with_http_keeps_its_durable_events() {
+    let app = MessagingApp::new(
+        Broker::Nats,
+        "durable = \"busy\"\nmax_deliver = 2\nack_wait = \"5s\"",
+        None,
+    );
+    let manifest = app.app.manifest_path();
+    let text = std::fs::read_to_string(&manifest).expect("read spin.toml");
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "database = \"handler\"",
+            "database = \"handler\"\nmax_concurrency = 2",
+        ),
+    )
+    .expect("write spin.toml");
+    let spindle = app.start();
+
+    // Slow HTTP calls keep both admission slots taken.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let http = reqwest::Client::new();
+    let loads: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, stop, url) = (
+                http.clone(),
+                stop.clone(),
+                format!("{}/slow", spindle.base_url()),
+            );
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = http.get(&url).send().await;
+                }
+            })
+        })
+        .collect();
+
+    let jetstream = jetstream::new(nats_client().await);
+    let count = 60;
+    for index in 0..count {
+        jetstream
+            .publish(
+                app.subject(&format!("n{index}")),
+                format!("event {index}").into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    let dead_subject = format!("dead.{}", app.prefix);
+    // Polled with retries: under this load `/handled` may get a 503 too.
+    let until = Instant::now() + Duration::from_secs(90);
+    let listing = loop {
+        let reply = spindle.get("/handled").await;
+        if reply.status == 200 {
+            let listing: Json = serde_json::from_str(&reply.body).expect("JSON from /handled");
+            let dead = entries(&listing)
+                .iter()
+                .any(|e| e["subject"] == dead_subject);
+            if entries(&listing).len() >= count || dead {
+                break listing;
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "not all handled in time: {}",
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for load in loads {
+        let _ = load.await;
+    }
+    let dead: Vec<_> = entries(&listing)
+        .into_iter()
+        .filter(|entry| entry["subject"] == dead_subject)
+        .collect();
+    assert!(dead.is_empty(), "dead-lettered while busy: {dead:?}");
+    assert_eq!(entries(&listing).len(), count);
+}
+
 // --- replicas on JetStream ----------------------------------------------
 
 /// A fresh PostgreSQL database URL for this run (created by `spindle up`).

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use wasmtime::Engine;
 
 use super::Admissions;
-use super::admission::Admission;
+use super::admission::{Admission, Rejected};
 use crate::bus::{Bus, Delivery, DurableSpec, Message, Subscription, SubscriptionSpec};
 use crate::capabilities::AppCapabilities;
 use crate::engine::{self, LoadedComponent};
@@ -38,9 +38,9 @@ pub const ORIGINAL_SUBJECT_HEADER: &str = "spindle-original-subject";
 /// Header counting the deliveries a dead-lettered message had.
 pub const DELIVERIES_HEADER: &str = "spindle-deliveries";
 
-/// A message that found the component at its concurrency limit comes back
-/// after this long.
-const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// How long a message that found the component's queue full waits before
+/// it asks again.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
 
 /// Redelivery delay after a trap or overrun: doubles per delivery up to this.
 const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
@@ -337,12 +337,32 @@ impl Consumer {
         }
     }
 
+    /// Waits until the component admits the call. A message that finds the
+    /// component busy (with HTTP, say) waits its turn instead of using up a
+    /// delivery; JetStream hears meanwhile that it is in progress.
+    async fn admitted(&self, delivery: &Delivery) -> tokio::sync::SemaphorePermit<'_> {
+        loop {
+            match self.admission.admit().await {
+                Ok(admitted) => return admitted,
+                Err(refused) => {
+                    tracing::debug!(component = %self.trigger.component, ?refused, "component busy; the message waits");
+                    if let Delivery::JetStream(delivery) = delivery
+                        && let Err(error) = delivery.in_progress().await
+                    {
+                        tracing::debug!("in-progress ack failed: {error}");
+                    }
+                    if refused == Rejected::QueueFull {
+                        tokio::time::sleep(BUSY_RETRY).await;
+                    }
+                }
+            }
+        }
+    }
+
     /// The handler's outcome once the component admits the call; JetStream
     /// hears that work is in progress while it runs.
     async fn run_handler(&self, delivery: &Delivery, message: &Message) -> Outcome {
-        let Ok(_admitted) = self.admission.admit().await else {
-            return Outcome::Retry(BUSY_RETRY);
-        };
+        let _admitted = self.admitted(delivery).await;
         let handler = match self.handler.read() {
             Ok(handler) => handler.clone(),
             Err(_) => return Outcome::Failed("the handler lock is poisoned".into()),

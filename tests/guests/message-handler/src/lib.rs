@@ -10,7 +10,7 @@
 //! - anything else: records it once per `spindle-message-id` (its own dedupe),
 //!   with its trace context, the `replica` variable and any dead-letter reason.
 //!
-//! HTTP: `POST /publish/<subject>` publishes the body, `POST
+//! HTTP: `GET /slow` answers after 100 ms; `POST /publish/<subject>` publishes the body, `POST
 //! /request/<subject>` sends it as a request and answers with the reply,
 //! `GET /handled` lists what was recorded and counts deliveries and effects.
 
@@ -172,6 +172,11 @@ async fn serve(req: Request) -> impl IntoResponse {
             ),
             Err(error) => error_response(error),
         };
+    }
+    if path == "/slow" {
+        // Holds an admission slot for a while, as a slow HTTP call would.
+        spin_sdk::time::sleep(std::time::Duration::from_millis(100)).await;
+        return (StatusCode::OK, "slow".to_string());
     }
     if path == "/handled" && is_get {
         return match handled().await {
