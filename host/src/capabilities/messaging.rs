@@ -208,7 +208,7 @@ fn prepare<T>(
     accessor.with(|mut access| {
         let state = access.get();
         state.may_publish(&subject)?;
-        crate::bus::check_headers(&headers).map_err(|invalid| Error::Other(invalid.to_string()))?;
+        bus::check_headers(&headers).map_err(|invalid| Error::Other(invalid.to_string()))?;
         let span = state.span(operation, &subject);
         let message = state.outgoing(&span, subject, body, headers);
         Ok(Prepared {

@@ -33,6 +33,15 @@ pub enum Database {
     Postgres(PgPool),
 }
 
+/// Who a SQLite pool's statements come from.
+#[derive(Debug, Clone, Copy)]
+pub enum SqliteAccess {
+    /// The component: sandboxed.
+    Guest,
+    /// The host itself: migrations, the outbox relay.
+    Host,
+}
+
 /// An open transaction on a [`Database`].
 pub enum Transaction {
     /// On SQLite.
@@ -42,30 +51,20 @@ pub enum Transaction {
 }
 
 impl Database {
-    /// Opens (creating if missing) the SQLite file at `path` for the
-    /// component's statements: every connection runs under the guest
-    /// sandbox ([`sqlite_guard`]).
-    pub async fn open_sqlite(path: &Path) -> Result<Self, sqlx::Error> {
+    /// Opens (creating if missing) the SQLite file at `path`, for the
+    /// component's statements (every connection under the guest sandbox,
+    /// [`sqlite_guard`]) or for the host's own work on it (migrations, the
+    /// outbox relay).
+    pub async fn open_sqlite(path: &Path, access: SqliteAccess) -> Result<Self, sqlx::Error> {
         let options = crate::capabilities::sqlite_file_options(path)?.foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(|connection, _| Box::pin(sqlite_guard::install(connection)))
-            .connect_with(options)
-            .await?;
-        Ok(Self::Sqlite(pool))
-    }
-
-    /// Opens the same SQLite file for the host's own work on it (migrations,
-    /// the outbox relay, probes), outside the guest sandbox.
-    pub async fn open_sqlite_for_host(path: &Path) -> Result<Self, sqlx::Error> {
-        let options = crate::capabilities::sqlite_file_options(path)?.foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await?;
-        Ok(Self::Sqlite(pool))
+        let pool = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        let pool = match access {
+            SqliteAccess::Guest => pool
+                .max_connections(4)
+                .after_connect(|connection, _| Box::pin(sqlite_guard::install(connection))),
+            SqliteAccess::Host => pool.max_connections(2),
+        };
+        Ok(Self::Sqlite(pool.connect_with(options).await?))
     }
 
     /// Connects to the PostgreSQL database at `url`, creating the database
@@ -101,7 +100,7 @@ impl Database {
     /// Runs a statement that changes rows; returns how many.
     pub async fn execute(&self, statement: &str, params: Vec<Value>) -> Result<u64, sqlx::Error> {
         match self {
-            Self::Sqlite(pool) => sqlite_execute(pool, statement, params).await,
+            Self::Sqlite(pool) => sqlite_execute(pool, statement, params, Cache::Yes).await,
             Self::Postgres(pool) => postgres_execute(pool, statement, params).await,
         }
     }
@@ -136,7 +135,7 @@ impl Transaction {
         params: Vec<Value>,
     ) -> Result<u64, sqlx::Error> {
         match self {
-            Self::Sqlite(tx) => sqlite_execute(&mut **tx, statement, params).await,
+            Self::Sqlite(tx) => sqlite_execute(&mut **tx, statement, params, Cache::Yes).await,
             Self::Postgres(tx) => postgres_execute(&mut **tx, statement, params).await,
         }
     }
@@ -152,12 +151,7 @@ impl Transaction {
         match self {
             Self::Sqlite(tx) => {
                 let _host = sqlite_guard::HostStatement::begin(tx).await?;
-                let statement = params::to_sqlite(statement);
-                let done = sqlx::query_with(AssertSqlSafe(statement), sqlite_arguments(params)?)
-                    .persistent(false)
-                    .execute(&mut **tx)
-                    .await?;
-                Ok(done.rows_affected())
+                sqlite_execute(&mut **tx, statement, params, Cache::No).await
             }
             Self::Postgres(tx) => postgres_execute(&mut **tx, statement, params).await,
         }
@@ -192,13 +186,24 @@ async fn sqlite_query<'c>(
     row_set(&rows, sqlite_value)
 }
 
+/// Whether sqlx keeps a statement prepared for the next time its text
+/// comes: never for the host's statements on a guest connection, which were
+/// authorized as the host's.
+#[derive(PartialEq)]
+enum Cache {
+    Yes,
+    No,
+}
+
 async fn sqlite_execute<'c>(
     executor: impl sqlx::Executor<'c, Database = Sqlite>,
     statement: &str,
     params: Vec<Value>,
+    cache: Cache,
 ) -> Result<u64, sqlx::Error> {
     let statement = params::to_sqlite(statement);
     let done = sqlx::query_with(AssertSqlSafe(statement), sqlite_arguments(params)?)
+        .persistent(cache == Cache::Yes)
         .execute(executor)
         .await?;
     Ok(done.rows_affected())

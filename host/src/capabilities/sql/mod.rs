@@ -26,7 +26,7 @@ use crate::bus::{self, Bus, Message, TRACEPARENT_HEADER};
 use crate::engine;
 use crate::manifest::{App, Component, RuntimeConfig};
 use crate::telemetry;
-use database::{Database, Transaction};
+use database::{Database, SqliteAccess, Transaction};
 use outbox::RelayWaker;
 
 use crate::platform::sql::{self as wit, Error, RowSet, Value};
@@ -167,7 +167,7 @@ async fn open(
                     database::database_name(&config.url)
                 )
             })?,
-        None => Database::open_sqlite_for_host(&sqlite_path)
+        None => Database::open_sqlite(&sqlite_path, SqliteAccess::Host)
             .await
             .with_context(|| format!("opening {}", sqlite_path.display()))?,
     };
@@ -179,7 +179,7 @@ async fn open(
         .context("creating the outbox table")?;
     let guest = match &host {
         Database::Postgres(_) => host.clone(),
-        Database::Sqlite(_) => Database::open_sqlite(&sqlite_path)
+        Database::Sqlite(_) => Database::open_sqlite(&sqlite_path, SqliteAccess::Guest)
             .await
             .with_context(|| format!("opening {}", sqlite_path.display()))?,
     };
