@@ -19,6 +19,9 @@ enum Backend {
     Postgres,
 }
 
+/// alpha's timeout, for each call and each statement.
+const ALPHA_TIMEOUT_SECS: u64 = 4;
+
 /// An app of two components, `alpha` and `beta`, each owning a database of
 /// the same name, with the migrations the test writes.
 struct SqlApp {
@@ -56,6 +59,7 @@ source = "{wasm}"
 [component.alpha.tool.spindle]
 database = "alpha"
 allowed_publish = ["test.outbox.*"]
+timeout = "{ALPHA_TIMEOUT_SECS}s"
 
 [component.beta]
 source = "{wasm}"
@@ -121,12 +125,32 @@ database = "beta"
         stderr
     }
 
-    /// Drops the PostgreSQL databases the test created.
+    /// Drops the PostgreSQL databases the test created, and their roles.
     async fn cleanup(self) {
         for url in &self.postgres_urls {
             let _ = sqlx::Postgres::force_drop_database(url).await;
         }
+        let Ok(server) = sqlx::PgPool::connect(&postgres_url()).await else {
+            return;
+        };
+        for url in &self.postgres_urls {
+            for role in database_roles(url) {
+                let drop = format!("DROP ROLE IF EXISTS \"{role}\"");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&server).await;
+            }
+        }
     }
+}
+
+/// The database a `postgres://…/name` URL names.
+fn database_of(url: &str) -> &str {
+    url.rsplit_once('/').map_or(url, |(_, name)| name)
+}
+
+/// The component's and the host's role of a managed PostgreSQL database.
+fn database_roles(url: &str) -> [String; 2] {
+    let database = database_of(url);
+    [format!("{database}_app"), format!("{database}_host")]
 }
 
 fn write_migration(dir: &std::path::Path, component: &str, file: &str, sql: &str) {
@@ -495,8 +519,20 @@ impl AlphaDatabase {
 
     /// Writes an outbox row as a guest with direct access (or a broken
     /// migration) could.
+    /// The host's tables: in their own schema on PostgreSQL.
+    fn host_table(&self, name: &str) -> String {
+        match self {
+            Self::Sqlite(_) => name.to_string(),
+            Self::Postgres(_) => format!("spindle.{name}"),
+        }
+    }
+
     async fn write_outbox_row(&self, subject: &str, headers: &str) {
-        let insert = "INSERT INTO spindle_outbox (subject, body, headers) VALUES ($1, $2, $3)";
+        let insert = format!(
+            "INSERT INTO {} (subject, body, headers) VALUES ($1, $2, $3)",
+            self.host_table("spindle_outbox")
+        );
+        let insert = sqlx::AssertSqlSafe(insert);
         let body = b"poison".to_vec();
         let written = match self {
             Self::Sqlite(pool) => sqlx::query(insert)
@@ -519,7 +555,11 @@ impl AlphaDatabase {
 
     /// The rows the relay set aside, as (subject, reason).
     async fn dead_letters(&self) -> Vec<(String, String)> {
-        let select = "SELECT subject, reason FROM spindle_outbox_dead_letters ORDER BY id";
+        let select = format!(
+            "SELECT subject, reason FROM {} ORDER BY id",
+            self.host_table("spindle_outbox_dead_letters")
+        );
+        let select = sqlx::AssertSqlSafe(select);
         match self {
             Self::Sqlite(pool) => sqlx::query_as(select).fetch_all(pool).await,
             Self::Postgres(pool) => sqlx::query_as(select).fetch_all(pool).await,
@@ -601,6 +641,137 @@ async fn undeliverable_outbox_rows_are_set_aside_and_later_events_arrive(backend
     app.cleanup().await;
 }
 
+/// A query whose rows come to about 1 GiB fails with the cap's error, the
+/// host never holds much of it, and the component goes on serving.
+async fn a_query_returning_a_gigabyte_is_refused_at_the_cap(backend: Backend) {
+    let app = SqlApp::new(backend, None);
+    let spindle = app.start();
+    let gigabyte = match backend {
+        Backend::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1024) \
+             SELECT zeroblob(1048576) FROM n"
+        }
+        Backend::Postgres => "SELECT repeat('x', 1048576) FROM generate_series(1, 1024)",
+    };
+    let (status, body) = run(&spindle, "alpha", json!({"steps": [{"query": gigabyte}]})).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("64 MiB"), "{body}");
+    let peak = spindle.peak_resident_memory_bytes();
+    assert!(peak < 300 << 20, "the host's peak RSS was {} MiB", peak >> 20);
+    let (status, body) = run(&spindle, "alpha", json!({"steps": [{"query": "SELECT 1 AS one"}]})).await;
+    assert_eq!(status, 200, "{body}");
+    drop(spindle);
+    app.cleanup().await;
+}
+
+/// A statement that never ends, inside a transaction (on SQLite it holds
+/// the write lock): cut off at alpha's timeout, after which a write goes
+/// through and nothing of it keeps running on the server.
+async fn a_statement_that_never_ends_is_cancelled_at_the_timeout(backend: Backend) {
+    let app = SqlApp::new(backend, None);
+    let spindle = app.start();
+    let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                   SELECT count(*) FROM n";
+    let started = std::time::Instant::now();
+    let (status, body) = run(
+        &spindle,
+        "alpha",
+        json!({"transaction": true, "steps": [{"query": endless}]}),
+    )
+    .await;
+    assert_ne!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(ALPHA_TIMEOUT_SECS + 10),
+        "the endless statement held the call for {:?}",
+        started.elapsed()
+    );
+    let write = json!({"steps": [{"execute": "INSERT INTO items (name) VALUES ('after')"}]});
+    let (status, body) = run(&spindle, "alpha", write).await;
+    assert_eq!(status, 200, "a write after the endless statement: {body}");
+    if let Backend::Postgres = backend {
+        let server = sqlx::PgPool::connect(&postgres_url()).await.expect("connect");
+        let [app_role, _] = database_roles(&app.postgres_urls[0]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let running: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active'",
+            )
+            .bind(&app_role)
+            .fetch_one(&server)
+            .await
+            .expect("read pg_stat_activity");
+            if running == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{running} statements of {app_role} still run on the server"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        server.close().await;
+    }
+    drop(spindle);
+    app.cleanup().await;
+}
+
+/// On PostgreSQL each component's statements run as a role of its own:
+/// it cannot drop or connect to another component's database, read the
+/// outbox, or leave session state for the next call.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_component_roles_reach_only_their_own_database() {
+    let app = SqlApp::new(Backend::Postgres, None);
+    let spindle = app.start();
+    let (alpha_url, beta_url) = (&app.postgres_urls[0], &app.postgres_urls[1]);
+    let beta = database_of(beta_url);
+    for refused in [
+        format!("DROP DATABASE \"{beta}\""),
+        format!("DROP DATABASE \"{beta}\" WITH (FORCE)"),
+        "SELECT * FROM spindle.spindle_outbox".to_string(),
+        "DELETE FROM spindle.spindle_outbox".to_string(),
+        "SELECT * FROM spindle._sqlx_migrations".to_string(),
+        "CREATE TEMP TABLE leak (v int)".to_string(),
+        "CREATE SCHEMA other".to_string(),
+        "CREATE ROLE intruder".to_string(),
+    ] {
+        let (status, body) = run(&spindle, "alpha", json!({"steps": [{"execute": refused}]})).await;
+        assert_eq!(status, 500, "`{refused}` was allowed: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("permission denied") || error.contains("must be owner"),
+            "`{refused}`: {error}"
+        );
+    }
+    // The role itself, outside the host: beta's database is closed to it.
+    let [alpha_role, _] = database_roles(alpha_url);
+    let as_alpha = format!("{}?user={alpha_role}", beta_url);
+    let refused = sqlx::PgPool::connect(&as_alpha).await;
+    let error = refused.err().map(|error| error.to_string()).unwrap_or_default();
+    assert!(error.contains("permission denied for database"), "{error}");
+
+    // Settings one call makes are gone for the next (one connection is
+    // pooled while calls come one at a time, so the next call gets it).
+    for _ in 0..3 {
+        let set = json!({"steps": [
+            {"execute": "SET search_path = pg_catalog"},
+            {"execute": "SET statement_timeout = 0"},
+        ]});
+        let (status, body) = run(&spindle, "alpha", set).await;
+        assert_eq!(status, 200, "{body}");
+        let show = json!({"steps": [
+            {"query": "SELECT current_setting('search_path') AS path, current_setting('statement_timeout') AS timeout"},
+            {"query": "SELECT count(*) AS n FROM items"},
+        ]});
+        let (status, body) = run(&spindle, "alpha", show).await;
+        assert_eq!(status, 200, "{body}");
+        let row = &body["results"][0]["rows"][0];
+        assert_eq!(row[0], "\"$user\", public", "{body}");
+        assert_eq!(row[1], format!("{ALPHA_TIMEOUT_SECS}s"), "{body}");
+    }
+    drop(spindle);
+    app.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_sandbox_refuses_other_files_and_host_tables() {
     a_component_reaches_only_its_own_tables().await;
@@ -630,4 +801,6 @@ on_both_backends!(
     outbox_messages_survive_a_kill_before_relay,
     undeliverable_outbox_rows_are_set_aside_and_later_events_arrive,
     outbox_refuses_subjects_the_manifest_does_not_allow,
+    a_query_returning_a_gigabyte_is_refused_at_the_cap,
+    a_statement_that_never_ends_is_cancelled_at_the_timeout,
 );

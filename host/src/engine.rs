@@ -39,6 +39,16 @@ pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
 /// `[component.x.tool.spindle] max_concurrency`.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 64;
 
+/// How long one request or message may take when the manifest sets no
+/// `timeout`.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one call of `component` may take; its database statements are
+/// cut off after the same time.
+pub fn call_timeout(component: &crate::manifest::Component) -> Duration {
+    component.spindle.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT)
+}
+
 /// Bytes of each pooled memory and table reset in place rather than
 /// decommitted when a slot is returned (most guests stay below this).
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;

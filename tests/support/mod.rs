@@ -401,11 +401,20 @@ impl Spindle {
 
     /// The process's resident memory now (`VmRSS`), in bytes.
     pub fn resident_memory_bytes(&self) -> u64 {
+        self.memory_status("VmRSS:")
+    }
+
+    /// The most resident memory the process ever had (`VmHWM`), in bytes.
+    pub fn peak_resident_memory_bytes(&self) -> u64 {
+        self.memory_status("VmHWM:")
+    }
+
+    fn memory_status(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("reading /proc/<pid>/status of spindle");
         let kib = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|value| {
                 value
                     .trim()
@@ -414,7 +423,7 @@ impl Spindle {
                     .parse::<u64>()
                     .ok()
             })
-            .expect("a VmRSS line");
+            .unwrap_or_else(|| panic!("a {field} line in /proc/<pid>/status"));
         kib * 1024
     }
 

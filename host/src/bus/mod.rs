@@ -6,6 +6,7 @@
 //! with the same subject matching and queue-group semantics; callers never
 //! know which they hold.
 
+mod delivery;
 mod headers;
 mod in_process;
 mod nats;
@@ -19,7 +20,10 @@ use bytes::Bytes;
 use crate::manifest::MessagingConfig;
 pub use headers::{InvalidHeader, check_header, check_headers, single_line};
 pub use in_process::InProcessBus;
-pub use nats::{JetStreamDelivery, NatsBus};
+pub use delivery::{
+    Delivery, MAX_LOCAL_REDELIVERIES, MAX_REDELIVERY_DELAY, RetryError, Subscription,
+};
+pub use nats::NatsBus;
 pub use subject::{is_literal_subject, is_subject_pattern, subject_matches};
 
 /// The header carrying each message's unique id; consumers dedupe on it.
@@ -61,12 +65,21 @@ impl Message {
     }
 }
 
-/// Why the bus did not take a message; the caller may retry.
+/// Why the bus did not take a message.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The broker is unreachable or did not confirm in time.
+    /// The broker is unreachable or did not confirm in time; the caller may
+    /// retry.
     #[error("the message bus is unavailable: {0}")]
     Unavailable(String),
+    /// The message is larger than the broker takes; retrying cannot help.
+    #[error("the message takes {size} bytes with its headers; the server takes at most {max}")]
+    TooLarge {
+        /// The message's size on the wire.
+        size: usize,
+        /// The server's `max_payload`.
+        max: usize,
+    },
 }
 
 /// Why a request got no reply.
@@ -106,50 +119,6 @@ pub struct DurableSpec {
     pub max_deliver: u32,
     /// Messages fetched ahead of the handler, per subscriber.
     pub prefetch: usize,
-}
-
-/// Messages arriving for one subscription.
-pub enum Subscription {
-    /// From the in-process bus.
-    InProcess(tokio::sync::mpsc::Receiver<Message>),
-    /// A core NATS subscription (at most once).
-    Core(async_nats::Subscriber),
-    /// A JetStream pull consumer (at least once, acked by the receiver).
-    JetStream(Box<nats::PullMessages>),
-}
-
-/// One received message and how to settle it.
-pub enum Delivery {
-    /// No broker-side state: the receiver retries on its own.
-    Plain(Message),
-    /// A JetStream message, to ack, nak or terminate.
-    JetStream(Box<JetStreamDelivery>),
-}
-
-impl Subscription {
-    /// The next message; `None` once the subscription has ended.
-    pub async fn next(&mut self) -> Option<Delivery> {
-        use futures::StreamExt;
-        match self {
-            Self::InProcess(receiver) => receiver.recv().await.map(Delivery::Plain),
-            Self::Core(subscriber) => subscriber
-                .next()
-                .await
-                .map(|message| Delivery::Plain(nats::from_nats(message))),
-            Self::JetStream(messages) => loop {
-                match messages.next().await? {
-                    Ok(message) => {
-                        return Some(Delivery::JetStream(Box::new(JetStreamDelivery::new(
-                            message,
-                        ))));
-                    }
-                    // Heartbeat gaps and reconnects surface here; the stream
-                    // recovers on its own.
-                    Err(error) => tracing::warn!("JetStream consumer: {error}"),
-                }
-            },
-        }
-    }
 }
 
 /// The app's message bus.
@@ -220,7 +189,8 @@ impl Bus {
                     .queue_group
                     .clone()
                     .or_else(|| spec.durable.as_ref().map(|durable| durable.name.clone()));
-                Ok(Subscription::InProcess(bus.subscribe(&spec.subject, group)))
+                let messages = bus.subscribe(&spec.subject, group);
+                Ok(Subscription::new(delivery::Source::InProcess(messages)))
             }
             Self::Nats(bus) => bus.subscribe(spec).await,
         }

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishErrorKind};
-use async_nats::jetstream::{self, AckKind, consumer, stream};
+use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectOptions, HeaderMap, RequestErrorKind};
 
+use super::delivery::Source;
 use super::{
     DurableSpec, MESSAGE_ID_HEADER, Message, PUBLISH_TIMEOUT, PublishError, RequestError,
     Subscription, SubscriptionSpec,
@@ -35,6 +36,17 @@ const STREAM_LOOKUP_TTL: Duration = Duration::from_secs(5);
 
 /// Subjects remembered at most; an app publishing to more starts over.
 const STREAM_LOOKUP_CAPACITY: usize = 10_000;
+
+/// About what `message` takes on the wire with its headers (`NATS/1.0`
+/// line, `name: value` lines), to compare with the server's `max_payload`.
+fn wire_size(message: &Message) -> usize {
+    let headers: usize = message
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 4)
+        .sum();
+    message.body.len() + headers + if headers > 0 { 12 } else { 0 }
+}
 
 /// Messages of a JetStream pull consumer.
 pub type PullMessages = consumer::pull::Stream;
@@ -72,6 +84,11 @@ impl NatsBus {
     pub async fn publish(&self, message: Message) -> Result<(), PublishError> {
         let unavailable =
             |error: &dyn std::fmt::Display| PublishError::Unavailable(error.to_string());
+        let (size, max) = (wire_size(&message), self.client.server_info().max_payload);
+        // 0 until the first connection tells the server's limit.
+        if max > 0 && size > max {
+            return Err(PublishError::TooLarge { size, max });
+        }
         let mut headers = to_headers(&message.headers);
         if let Some(id) = message.header(MESSAGE_ID_HEADER) {
             headers.insert(NATS_MESSAGE_ID_HEADER, id);
@@ -213,7 +230,7 @@ impl NatsBus {
             None => self.client.subscribe(subject).await,
         }
         .map_err(|error| anyhow::anyhow!("subscribing to `{}`: {error}", spec.subject))?;
-        Ok(Subscription::Core(subscriber))
+        Ok(Subscription::new(Source::Core(subscriber)))
     }
 
     /// The durable consumer `durable` on the stream that captures `subject`,
@@ -244,7 +261,7 @@ impl NatsBus {
             .messages()
             .await
             .map_err(|error| anyhow::anyhow!("JetStream consumer `{}`: {error}", durable.name))?;
-        Ok(Subscription::JetStream(Box::new(messages)))
+        Ok(Subscription::new(Source::JetStream(Box::new(messages))))
     }
 
     /// The stream capturing `subject`, or a new one named after it.
@@ -352,59 +369,6 @@ pub(super) fn from_nats(message: async_nats::Message) -> Message {
         body: message.payload,
         headers,
         reply_to: message.reply.map(|reply| reply.to_string()),
-    }
-}
-
-/// A message from a JetStream consumer, settled with the server.
-pub struct JetStreamDelivery {
-    raw: jetstream::Message,
-    message: Message,
-}
-
-impl JetStreamDelivery {
-    pub(super) fn new(raw: jetstream::Message) -> Self {
-        let message = from_nats(raw.message.clone());
-        Self { raw, message }
-    }
-
-    /// The message as published.
-    pub fn message(&self) -> &Message {
-        &self.message
-    }
-
-    /// Which delivery this is, counting from 1.
-    pub fn attempt(&self) -> u32 {
-        self.raw
-            .info()
-            .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
-            .unwrap_or(1)
-    }
-
-    /// Handled: the server forgets it.
-    pub async fn ack(&self) -> Result<(), PublishError> {
-        self.settle(AckKind::Ack).await
-    }
-
-    /// Not yet: redeliver after `delay`.
-    pub async fn retry(&self, delay: Duration) -> Result<(), PublishError> {
-        self.settle(AckKind::Nak(Some(delay))).await
-    }
-
-    /// Still working: restart the ack-wait clock.
-    pub async fn in_progress(&self) -> Result<(), PublishError> {
-        self.settle(AckKind::Progress).await
-    }
-
-    /// Never redeliver (it was dead-lettered).
-    pub async fn terminate(&self) -> Result<(), PublishError> {
-        self.settle(AckKind::Term).await
-    }
-
-    async fn settle(&self, kind: AckKind) -> Result<(), PublishError> {
-        self.raw
-            .ack_with(kind)
-            .await
-            .map_err(|error| PublishError::Unavailable(error.to_string()))
     }
 }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tracing::Instrument;
 use wasmtime::component::{Accessor, HasData, Linker};
 
-use crate::bus::{self, Bus, RequestError, TRACEPARENT_HEADER};
+use crate::bus::{self, Bus, PublishError, RequestError, TRACEPARENT_HEADER};
 use crate::manifest::App;
 use crate::platform::Message;
 use crate::platform::messaging::{self as wit, Error};
@@ -232,7 +232,10 @@ impl<T> wit::HostWithStore<T> for Messaging {
                 Err(error) => return Ok(Err(error)),
             };
         let published = bus.publish(message).instrument(span).await;
-        Ok(published.map_err(|error| Error::Unavailable(error.to_string())))
+        Ok(published.map_err(|error| match error {
+            PublishError::Unavailable(_) => Error::Unavailable(error.to_string()),
+            PublishError::TooLarge { .. } => Error::Other(error.to_string()),
+        }))
     }
 
     async fn request(

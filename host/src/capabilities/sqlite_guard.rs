@@ -11,10 +11,17 @@
 //! connection (the outbox insert inside the guest's transaction) run inside
 //! a [`HostStatement`] and are never cached, so a guest sending the same text
 //! gets it prepared, and refused, afresh.
+//!
+//! Every guest statement also runs against a clock: SQLite's progress
+//! handler interrupts one that has run longer than the component may (a
+//! recursive CTE that never ends would otherwise hold its pooled connection,
+//! and the file's write lock, for good).
 
 use std::collections::HashSet;
-use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use libsqlite3_sys as ffi;
 use sqlx::SqliteConnection;
@@ -32,8 +39,19 @@ fn trusted() -> MutexGuard<'static, HashSet<usize>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Puts `connection` under the sandbox; for a pool's `after_connect`.
-pub async fn install(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+/// What SQLite says when the statement clock stopped a statement.
+pub const INTERRUPTED: &str = "interrupted";
+
+/// What an interruption means, for the guest's error.
+pub const TIMED_OUT: &str =
+    "the statement ran longer than the component's timeout and was cancelled";
+
+/// Puts `connection` under the sandbox, with statements cut off after
+/// `statement_limit`; for a pool's `after_connect`.
+pub async fn install(
+    connection: &mut SqliteConnection,
+    statement_limit: Duration,
+) -> Result<(), sqlx::Error> {
     let mut handle = connection.lock_handle().await?;
     let db = handle.as_raw_handle().as_ptr();
     // SAFETY: `db` is the live handle this connection holds locked; the
@@ -66,7 +84,102 @@ pub async fn install(connection: &mut SqliteConnection) -> Result<(), sqlx::Erro
             "installing the SQLite authorizer failed with code {code}"
         )));
     }
-    Ok(())
+    // SAFETY: as above; the clock is handed to SQLite, which frees it with
+    // the connection.
+    unsafe { StatementClock::install(db, statement_limit) }
+}
+
+/// When the statement running on one connection began, and how long it may
+/// run. Read by SQLite's callbacks on the connection's own thread; atomics
+/// keep it `Sync` all the same.
+struct StatementClock {
+    limit_ns: u64,
+    started_ns: AtomicU64,
+}
+
+/// VM steps between two looks at the clock: often enough to stop within
+/// milliseconds, rarely enough to cost nothing measurable.
+const STEPS_BETWEEN_CHECKS: c_int = 10_000;
+
+/// The name the clock is kept under in the connection's client data.
+const CLOCK_KEY: &CStr = c"spindle.statement_clock";
+
+/// Nanoseconds on a process-wide monotonic clock.
+fn now_ns() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(START.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl StatementClock {
+    /// Starts timing `db`'s statements.
+    ///
+    /// # Safety
+    /// `db` must be a live connection handle that the caller holds.
+    unsafe fn install(db: *mut ffi::sqlite3, limit: Duration) -> Result<(), sqlx::Error> {
+        let clock = Box::into_raw(Box::new(Self {
+            limit_ns: u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX),
+            started_ns: AtomicU64::new(now_ns()),
+        }));
+        // SAFETY: `clock` lives until SQLite calls `free_clock` when the
+        // connection closes (or at once, if registering fails).
+        let code = unsafe {
+            ffi::sqlite3_set_clientdata(db, CLOCK_KEY.as_ptr(), clock.cast(), Some(free_clock))
+        };
+        if code != ffi::SQLITE_OK {
+            return Err(sqlx::Error::Protocol(format!(
+                "installing the SQLite statement clock failed with code {code}"
+            )));
+        }
+        // SAFETY: `clock` outlives both callbacks (freed with the connection).
+        unsafe {
+            ffi::sqlite3_trace_v2(
+                db,
+                ffi::SQLITE_TRACE_STMT as c_uint,
+                Some(statement_started),
+                clock.cast(),
+            );
+            ffi::sqlite3_progress_handler(
+                db,
+                STEPS_BETWEEN_CHECKS,
+                Some(past_deadline),
+                clock.cast(),
+            );
+        }
+        Ok(())
+    }
+}
+
+unsafe extern "C" fn free_clock(clock: *mut c_void) {
+    // SAFETY: made by `Box::into_raw` in `StatementClock::install`; SQLite
+    // calls this once.
+    drop(unsafe { Box::from_raw(clock.cast::<StatementClock>()) });
+}
+
+/// Restarts the clock when a statement begins. Trigger programs report
+/// themselves as `-- trigger` comments: they are part of the running
+/// statement and do not restart it.
+unsafe extern "C" fn statement_started(
+    _event: c_uint,
+    clock: *mut c_void,
+    _statement: *mut c_void,
+    sql: *mut c_void,
+) -> c_int {
+    // SAFETY: SQLite passes the clock registered with this callback and the
+    // statement's NUL-terminated text.
+    let (clock, sql) = unsafe { (&*clock.cast::<StatementClock>(), sql.cast::<c_char>()) };
+    let in_trigger = !sql.is_null() && unsafe { CStr::from_ptr(sql) }.to_bytes().starts_with(b"--");
+    if !in_trigger {
+        clock.started_ns.store(now_ns(), Ordering::Relaxed);
+    }
+    0
+}
+
+/// Non-zero (interrupt the statement) once it has run past the limit.
+unsafe extern "C" fn past_deadline(clock: *mut c_void) -> c_int {
+    // SAFETY: SQLite passes the clock registered with this callback.
+    let clock = unsafe { &*clock.cast::<StatementClock>() };
+    let running = now_ns().saturating_sub(clock.started_ns.load(Ordering::Relaxed));
+    c_int::from(running > clock.limit_ns)
 }
 
 /// While alive, statements on its connection run as the host's, unchecked.
@@ -232,7 +345,9 @@ mod tests {
             )
             .await
             .unwrap();
-        install(&mut connection).await.unwrap();
+        install(&mut connection, Duration::from_millis(200))
+            .await
+            .unwrap();
         (dir, connection)
     }
 
@@ -259,6 +374,20 @@ mod tests {
             .execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) SELECT * FROM n")
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_statement_that_never_ends_is_interrupted_and_the_next_one_runs() {
+        let (_dir, mut connection) = guarded().await;
+        let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                       SELECT count(*) FROM n";
+        let started = Instant::now();
+        match connection.execute(endless).await {
+            Err(sqlx::Error::Database(error)) => assert_eq!(error.message(), INTERRUPTED),
+            other => panic!("the endless statement was not interrupted: {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        connection.execute("SELECT count(*) FROM t").await.unwrap();
     }
 
     #[tokio::test]

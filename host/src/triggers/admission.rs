@@ -71,6 +71,23 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// Waits for a slot in line with every other caller (first come, first
+    /// served), however long the line and the wait: for callers bounded
+    /// elsewhere, such as a NATS trigger's in-flight messages, which must
+    /// neither be turned away nor starve behind HTTP calls.
+    pub async fn admit_patiently(&self) -> SemaphorePermit<'_> {
+        if let Ok(permit) = self.running.try_acquire() {
+            return permit;
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let permit = self.running.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        // The semaphore is never closed.
+        permit.expect("the admission semaphore is never closed")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +110,17 @@ mod tests {
             waiting.remove(0).await.is_ok(),
             "the first in line runs next"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_patient_caller_waits_past_the_deadline_and_a_full_line() {
+        let admission = Admission::new(1);
+        let running = admission.admit().await.expect("the first call runs");
+        let mut patient = Box::pin(admission.admit_patiently());
+        assert!(futures::poll!(patient.as_mut()).is_pending());
+        tokio::time::sleep(MAX_WAIT * 2).await;
+        drop(running);
+        let _admitted = patient.await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,6 +47,10 @@ const MAX_POOLS: usize = 64;
 /// Rows a streaming query decodes ahead of the guest's reads.
 const ROWS_AHEAD: usize = 64;
 
+/// The most a collected query's rows may take in host memory (as
+/// spin:sqlite); streamed queries hold only [`ROWS_AHEAD`] rows.
+pub const MAX_RESULT_BYTES: usize = 64 << 20;
+
 /// Undoes what a guest may have changed in its session, so the next guest
 /// finds the connection as new (prepared statements stay: they are sqlx's
 /// cache, keyed by text and checked by type).
@@ -54,12 +58,22 @@ const RESET_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET
      UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
 /// One lazily connecting pool per address, shared by every instance.
-#[derive(Default)]
 pub struct Pools {
     pools: Mutex<HashMap<Address, PgPool>>,
+    /// The server's `statement_timeout` on every connection (reset with the
+    /// rest of the session when a guest lets go of it).
+    statement_limit: Duration,
 }
 
 impl Pools {
+    /// No pools yet; statements will stop after `statement_limit`.
+    pub fn new(statement_limit: Duration) -> Self {
+        Self {
+            pools: Mutex::default(),
+            statement_limit,
+        }
+    }
+
     /// A connection to `address`, held until the returned handle is dropped.
     pub async fn connect(&self, address: &Address) -> Result<Connection, PgError> {
         let pool = self.pool(address)?;
@@ -81,7 +95,10 @@ impl Pools {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(IDLE_TIMEOUT)
             .after_release(reset_session)
-            .connect_lazy_with(address.connect_options());
+            .connect_lazy_with(address.connect_options().options([(
+                "statement_timeout",
+                self.statement_limit.as_millis().max(1).to_string(),
+            )]));
         pools.insert(address.clone(), pool.clone());
         Ok(pool)
     }
@@ -89,8 +106,9 @@ impl Pools {
 
 /// Decides whether a released connection goes back to the pool: not if the
 /// guest left a transaction open (the next guest would run inside it), and
-/// only after its session settings are reset.
-fn reset_session(
+/// only after its session settings are reset. For a pool's `after_release`;
+/// the managed `sql` databases use it too.
+pub(crate) fn reset_session(
     connection: &mut PgConnection,
     _: PoolConnectionMetadata,
 ) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
@@ -151,15 +169,21 @@ impl Connection {
         let Parameters { arguments, types } = Parameters::bind(params)?;
         let mut connection = self.0.lock().await;
         let prepared = prepare(&mut connection, statement, &types).await?;
-        let rows = prepared
-            .query_with(arguments)
-            .fetch_all(&mut **connection)
-            .await
-            .map_err(PgError::Query)?;
-        let rows = rows
-            .iter()
-            .map(types::decode_row)
-            .collect::<Result<_, _>>()?;
+        let mut stream = prepared.query_with(arguments).fetch(&mut **connection);
+        let (mut rows, mut bytes) = (Vec::new(), 0);
+        while let Some(row) = stream.try_next().await.map_err(PgError::Query)? {
+            // What the server sent for the row: about what its decoded
+            // values take.
+            bytes += (0..row.len())
+                .filter_map(|index| row.try_get_raw(index).ok()?.as_bytes().ok().map(<[u8]>::len))
+                .sum::<usize>()
+                + std::mem::size_of::<Row>();
+            if bytes > MAX_RESULT_BYTES {
+                return Err(PgError::TooLarge);
+            }
+            rows.push(types::decode_row(&row)?);
+        }
+        drop(stream);
         Ok(RowSet {
             columns: columns(&prepared),
             rows,

@@ -27,6 +27,7 @@ use crate::manifest::App;
 
 use address::Address;
 pub use client::Connection;
+pub(crate) use client::reset_session;
 use client::Pools;
 
 mod bindings {
@@ -62,9 +63,17 @@ impl AppState {
                 .with_context(|| format!("[component.{}] allowed_outbound_hosts", component.id))?;
             allowed_hosts.insert(component.id.clone(), Arc::new(hosts));
         }
+        // Pools are shared by every component: a statement may run as long
+        // as the longest call of any of them.
+        let statement_limit = app
+            .components
+            .values()
+            .map(engine::call_timeout)
+            .max()
+            .unwrap_or(engine::DEFAULT_CALL_TIMEOUT);
         Ok(Self {
             allowed_hosts,
-            pools: Arc::default(),
+            pools: Arc::new(Pools::new(statement_limit)),
         })
     }
 
@@ -334,6 +343,13 @@ pub enum PgError {
     /// A streaming query's task ended without reporting its outcome.
     #[error("the query ended unexpectedly")]
     Interrupted,
+    /// The rows of a collected (not streamed) query outgrew the cap.
+    #[error(
+        "the query's rows exceed {} MiB, the most one query may return; \
+         stream them (query-async) or select fewer",
+        client::MAX_RESULT_BYTES >> 20
+    )]
+    TooLarge,
 }
 
 /// Why an address cannot be used; never quotes the address (it may hold a
@@ -422,6 +438,7 @@ fn to_guest_error(error: PgError) -> Error {
         }
         PgError::Query(error) => Error::QueryFailed(wit::QueryError::Text(error.to_string())),
         PgError::Interrupted => Error::Other(PgError::Interrupted.to_string()),
+        PgError::TooLarge => Error::QueryFailed(wit::QueryError::Text(PgError::TooLarge.to_string())),
     }
 }
 

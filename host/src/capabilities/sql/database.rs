@@ -11,8 +11,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow, PgTypeInfo, PgValueRef, Postgres};
+use futures::{Stream, TryStreamExt};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgTypeInfo, PgValueRef, Postgres,
+};
 use sqlx::sqlite::{SqliteArguments, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Row, Sqlite, TypeInfo, ValueRef};
 
@@ -24,6 +26,9 @@ use crate::platform::sql::{RowSet, Value};
 /// as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most one query's rows may take in host memory (as spin:sqlite).
+pub const MAX_RESULT_BYTES: usize = 64 << 20;
+
 /// A component's database.
 #[derive(Clone, Debug)]
 pub enum Database {
@@ -33,11 +38,14 @@ pub enum Database {
     Postgres(PgPool),
 }
 
-/// Who a SQLite pool's statements come from.
+/// Who a pool's statements come from.
 #[derive(Debug, Clone, Copy)]
-pub enum SqliteAccess {
-    /// The component: sandboxed.
-    Guest,
+pub enum Access {
+    /// The component: sandboxed, each statement cut off after the limit.
+    Guest {
+        /// How long one statement may run.
+        statement_limit: Duration,
+    },
     /// The host itself: migrations, the outbox relay.
     Host,
 }
@@ -55,30 +63,32 @@ impl Database {
     /// component's statements (every connection under the guest sandbox,
     /// [`sqlite_guard`]) or for the host's own work on it (migrations, the
     /// outbox relay).
-    pub async fn open_sqlite(path: &Path, access: SqliteAccess) -> Result<Self, sqlx::Error> {
+    pub async fn open_sqlite(path: &Path, access: Access) -> Result<Self, sqlx::Error> {
         let options = crate::capabilities::sqlite_file_options(path)?.foreign_keys(true);
         let pool = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
         let pool = match access {
-            SqliteAccess::Guest => pool
-                .max_connections(4)
-                .after_connect(|connection, _| Box::pin(sqlite_guard::install(connection))),
-            SqliteAccess::Host => pool.max_connections(2),
+            Access::Guest { statement_limit } => {
+                pool.max_connections(4).after_connect(move |connection, _| {
+                    Box::pin(sqlite_guard::install(connection, statement_limit))
+                })
+            }
+            Access::Host => pool.max_connections(2),
         };
         Ok(Self::Sqlite(pool.connect_with(options).await?))
     }
 
-    /// Connects to the PostgreSQL database at `url`, creating the database
-    /// first if the server does not have it yet.
-    pub async fn open_postgres(url: &str) -> Result<Self, sqlx::Error> {
-        if !Postgres::database_exists(url).await? {
-            Postgres::create_database(url).await?;
-        }
+    /// Connects to a provisioned PostgreSQL database as one of its roles.
+    /// A guest's connection is reset before the next call gets it, so
+    /// nothing one call sets (`search_path`, a timeout) reaches another.
+    pub async fn open_postgres(options: PgConnectOptions, access: Access) -> Result<Self, sqlx::Error> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
-            .await?;
-        Ok(Self::Postgres(pool))
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        let pool = match access {
+            Access::Guest { .. } => pool.after_release(crate::capabilities::postgres::reset_session),
+            Access::Host => pool,
+        };
+        Ok(Self::Postgres(pool.connect_with(options).await?))
     }
 
     /// `"sqlite"` or `"postgres"`: the migrations subfolder and log name.
@@ -87,6 +97,11 @@ impl Database {
             Self::Sqlite(_) => "sqlite",
             Self::Postgres(_) => "postgres",
         }
+    }
+
+    /// Whether this is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
     }
 
     /// Runs a statement that returns rows.
@@ -116,6 +131,11 @@ impl Database {
 }
 
 impl Transaction {
+    /// Whether this runs on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
     /// Runs a statement that returns rows, inside the transaction.
     pub async fn query(
         &mut self,
@@ -180,10 +200,8 @@ async fn sqlite_query<'c>(
     params: Vec<Value>,
 ) -> Result<RowSet, sqlx::Error> {
     let statement = params::to_sqlite(statement);
-    let rows = sqlx::query_with(AssertSqlSafe(statement), sqlite_arguments(params)?)
-        .fetch_all(executor)
-        .await?;
-    row_set(&rows, sqlite_value)
+    let rows = sqlx::query_with(AssertSqlSafe(statement), sqlite_arguments(params)?).fetch(executor);
+    capped_row_set(rows, sqlite_value).await
 }
 
 /// Whether sqlx keeps a statement prepared for the next time its text
@@ -218,9 +236,8 @@ async fn postgres_query<'c>(
         AssertSqlSafe(statement.to_string()),
         postgres_arguments(params)?,
     )
-    .fetch_all(executor)
-    .await?;
-    row_set(&rows, postgres_value)
+    .fetch(executor);
+    capped_row_set(rows, postgres_value).await
 }
 
 async fn postgres_execute<'c>(
@@ -237,18 +254,49 @@ async fn postgres_execute<'c>(
     Ok(done.rows_affected())
 }
 
-fn row_set<R: Row>(
-    rows: &[R],
+/// Decodes rows as they arrive, and stops (dropping the rest unread) once
+/// they would take more than [`MAX_RESULT_BYTES`] of host memory.
+async fn capped_row_set<R: Row>(
+    rows: impl Stream<Item = Result<R, sqlx::Error>>,
     cell: fn(&R, usize) -> Result<Value, sqlx::Error>,
 ) -> Result<RowSet, sqlx::Error> {
-    let columns = rows.first().map_or_else(Vec::new, |row| {
-        row.columns().iter().map(|c| c.name().to_string()).collect()
-    });
-    let rows = rows
-        .iter()
-        .map(|row| (0..row.len()).map(|index| cell(row, index)).collect())
-        .collect::<Result<_, _>>()?;
-    Ok(RowSet { columns, rows })
+    let mut rows = std::pin::pin!(rows);
+    let mut set = RowSet {
+        columns: Vec::new(),
+        rows: Vec::new(),
+    };
+    let mut bytes = 0;
+    while let Some(row) = rows.try_next().await? {
+        if set.rows.is_empty() {
+            set.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        let values: Vec<Value> = (0..row.len())
+            .map(|index| cell(&row, index))
+            .collect::<Result<_, _>>()?;
+        bytes += values.iter().map(value_size).sum::<usize>();
+        if bytes > MAX_RESULT_BYTES {
+            return Err(sqlx::Error::Decode(
+                format!(
+                    "the query's rows exceed {} MiB, the most one query may return; \
+                     select fewer rows or columns (LIMIT/OFFSET)",
+                    MAX_RESULT_BYTES >> 20
+                )
+                .into(),
+            ));
+        }
+        set.rows.push(values);
+    }
+    Ok(set)
+}
+
+/// Roughly the host memory a value takes, for the result cap.
+fn value_size(value: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match value {
+            Value::Text(text) => text.len(),
+            Value::Bytes(bytes) => bytes.len(),
+            _ => 0,
+        }
 }
 
 fn sqlite_arguments(params: Vec<Value>) -> Result<SqliteArguments, sqlx::Error> {
@@ -371,7 +419,7 @@ fn postgres_value(row: &PgRow, index: usize) -> Result<Value, sqlx::Error> {
 
 /// Parses a `postgres://` URL's database name, for log lines without secrets.
 pub fn database_name(url: &str) -> String {
-    sqlx::postgres::PgConnectOptions::from_str(url)
+    PgConnectOptions::from_str(url)
         .ok()
         .and_then(|options| options.get_database().map(str::to_string))
         .unwrap_or_else(|| "?".to_string())

@@ -11,16 +11,21 @@ use anyhow::{Context, anyhow};
 use sqlx::migrate::{MigrateError, Migrator};
 
 use super::database::Database;
+use super::provision::HOST_SCHEMA;
 
 /// Applies the migrations in `folder` to `database`.
 pub async fn apply(database: &Database, folder: &Path) -> anyhow::Result<()> {
     let folder = backend_folder(folder, database.backend());
-    let migrator = Migrator::new(folder.clone())
+    let mut migrator = Migrator::new(folder.clone())
         .await
         .with_context(|| format!("reading migrations from {}", folder.display()))?;
     let result = match database {
         Database::Sqlite(pool) => migrator.run(pool).await,
-        Database::Postgres(pool) => migrator.run(pool).await,
+        Database::Postgres(pool) => {
+            // The history is the host's: out of the component role's reach.
+            migrator.dangerous_set_table_name(format!("{HOST_SCHEMA}._sqlx_migrations"));
+            migrator.run(pool).await
+        }
     };
     result.map_err(|error| explain(error, &migrator, &folder))
 }

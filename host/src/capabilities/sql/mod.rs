@@ -11,6 +11,7 @@ mod database;
 mod migrations;
 mod outbox;
 mod params;
+mod provision;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,7 +27,7 @@ use crate::bus::{self, Bus, Message, TRACEPARENT_HEADER};
 use crate::engine;
 use crate::manifest::{App, Component, RuntimeConfig};
 use crate::telemetry;
-use database::{Database, SqliteAccess, Transaction};
+use database::{Access, Database, Transaction};
 use outbox::RelayWaker;
 
 use crate::platform::sql::{self as wit, Error, RowSet, Value};
@@ -145,8 +146,9 @@ impl AppState {
 }
 
 /// Opens, migrates and prepares a component's database; returns the handle
-/// its statements go through and the host's own (the same pool on
-/// PostgreSQL; on SQLite a second pool outside the guest sandbox).
+/// its statements go through and the host's own: on SQLite a second pool
+/// outside the guest sandbox, on PostgreSQL a pool as the database's host
+/// role (see [`provision`]).
 async fn open(
     app: &App,
     component: &Component,
@@ -154,37 +156,74 @@ async fn open(
     runtime_config: &RuntimeConfig,
     settings: &HostSettings,
 ) -> anyhow::Result<(Database, Database)> {
-    let sqlite_path = settings
-        .state_dir
-        .join("databases")
-        .join(format!("{label}.db"));
-    let host = match runtime_config.databases.get(label) {
-        Some(config) => Database::open_postgres(&config.url)
+    let guest_access = Access::Guest {
+        statement_limit: engine::call_timeout(component),
+    };
+    let (guest, host) = match runtime_config.databases.get(label) {
+        Some(config) => open_postgres(app, component, &config.url, guest_access)
             .await
             .with_context(|| {
                 format!(
-                    "connecting to PostgreSQL database `{}`",
+                    "PostgreSQL database `{}`",
                     database::database_name(&config.url)
                 )
             })?,
-        None => Database::open_sqlite(&sqlite_path, SqliteAccess::Host)
-            .await
-            .with_context(|| format!("opening {}", sqlite_path.display()))?,
-    };
-    if let Some(folder) = migrations_folder(app, component) {
-        migrations::apply(&host, &folder).await?;
-    }
-    outbox::create_table(&host)
-        .await
-        .context("creating the outbox table")?;
-    let guest = match &host {
-        Database::Postgres(_) => host.clone(),
-        Database::Sqlite(_) => Database::open_sqlite(&sqlite_path, SqliteAccess::Guest)
-            .await
-            .with_context(|| format!("opening {}", sqlite_path.display()))?,
+        None => {
+            let path = settings
+                .state_dir
+                .join("databases")
+                .join(format!("{label}.db"));
+            open_sqlite(app, component, &path, guest_access)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?
+        }
     };
     tracing::info!(component = %component.id, database = %label, backend = host.backend(), "database ready");
     Ok((guest, host))
+}
+
+async fn open_sqlite(
+    app: &App,
+    component: &Component,
+    path: &std::path::Path,
+    guest_access: Access,
+) -> anyhow::Result<(Database, Database)> {
+    let host = Database::open_sqlite(path, Access::Host).await?;
+    prepare(app, component, &host).await?;
+    let guest = Database::open_sqlite(path, guest_access).await?;
+    Ok((guest, host))
+}
+
+async fn open_postgres(
+    app: &App,
+    component: &Component,
+    admin_url: &str,
+    guest_access: Access,
+) -> anyhow::Result<(Database, Database)> {
+    let roles = provision::provision(admin_url, engine::call_timeout(component)).await?;
+    let host = Database::open_postgres(roles.host, Access::Host)
+        .await
+        .context("connecting as the host role")?;
+    prepare(app, component, &host).await?;
+    for grant in provision::app_grants(&roles.app_role) {
+        host.execute(&grant, Vec::new())
+            .await
+            .with_context(|| format!("granting the component's role its tables: {grant}"))?;
+    }
+    let guest = Database::open_postgres(roles.app, guest_access)
+        .await
+        .context("connecting as the component's role")?;
+    Ok((guest, host))
+}
+
+/// Applies the component's migrations and creates the outbox, as the host.
+async fn prepare(app: &App, component: &Component, host: &Database) -> anyhow::Result<()> {
+    if let Some(folder) = migrations_folder(app, component) {
+        migrations::apply(host, &folder).await?;
+    }
+    outbox::create_table(host)
+        .await
+        .context("creating the outbox table")
 }
 
 /// The manifest's `migrations` folder, or `migrations/<component>` beside
@@ -459,12 +498,22 @@ fn statement_kind(statement: &str) -> String {
         .to_ascii_uppercase()
 }
 
+/// PostgreSQL's SQLSTATE for a statement cancelled by its timeout.
+const QUERY_CANCELED: &str = "57014";
+
 /// The one place backend errors become the interface's variants; messages
 /// are the database's own, which never include connection strings.
 fn to_guest_error(error: sqlx::Error) -> Error {
     match error {
         sqlx::Error::Database(db) if sqlite_guard::is_refusal(db.message()) => {
             Error::BadQuery(format!("{}: {}", db.message(), sqlite_guard::REFUSED))
+        }
+        // SQLite's statement clock, or PostgreSQL's `statement_timeout`.
+        sqlx::Error::Database(db)
+            if db.message() == sqlite_guard::INTERRUPTED
+                || db.code().as_deref() == Some(QUERY_CANCELED) =>
+        {
+            Error::Other(format!("{}: {}", sqlite_guard::TIMED_OUT, db.message()))
         }
         sqlx::Error::Database(db) => {
             let message = db.message().to_string();

@@ -9,6 +9,13 @@
 //! the component may not publish to, a header the bus refuses) is moved to
 //! `spindle_outbox_dead_letters` with the reason, and the rows behind it go
 //! on; only a bus that does not answer holds the queue up.
+//!
+//! The tables are the host's. On SQLite they sit beside the component's and
+//! the sandbox hides them; on PostgreSQL they are in the host's schema,
+//! where the component's role may insert into the outbox (the host's insert
+//! runs in the component's transaction) but not read, change or delete. Replicas
+//! sharing a PostgreSQL database claim rows with `FOR UPDATE SKIP LOCKED`,
+//! so each row is sent by one relay.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +24,8 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::database::{Database, Transaction};
-use crate::bus::{self, Bus, Message};
+use super::provision::HOST_SCHEMA;
+use crate::bus::{self, Bus, Message, PublishError};
 use crate::metrics;
 use crate::platform::sql::Value;
 
@@ -31,14 +39,38 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often an idle relay looks anyway (rows committed by another replica).
 const IDLE_SWEEP: Duration = Duration::from_secs(2);
 
+/// The host's two tables in one backend.
+struct Tables {
+    outbox: String,
+    dead_letters: String,
+}
+
+impl Tables {
+    fn of(postgres: bool) -> Self {
+        let schema = if postgres {
+            format!("{HOST_SCHEMA}.")
+        } else {
+            String::new()
+        };
+        Self {
+            outbox: format!("{schema}spindle_outbox"),
+            dead_letters: format!("{schema}spindle_outbox_dead_letters"),
+        }
+    }
+}
+
 /// Creates the outbox table if this database does not have it yet.
 pub async fn create_table(database: &Database) -> Result<(), sqlx::Error> {
     let (id, body) = match database {
         Database::Sqlite(_) => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
         Database::Postgres(_) => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
     };
+    let Tables {
+        outbox,
+        dead_letters,
+    } = Tables::of(database.is_postgres());
     let statement = format!(
-        "CREATE TABLE IF NOT EXISTS spindle_outbox (
+        "CREATE TABLE IF NOT EXISTS {outbox} (
             id {id},
             subject TEXT NOT NULL,
             body {body} NOT NULL,
@@ -47,7 +79,7 @@ pub async fn create_table(database: &Database) -> Result<(), sqlx::Error> {
     );
     database.execute(&statement, Vec::new()).await?;
     let dead_letters = format!(
-        "CREATE TABLE IF NOT EXISTS spindle_outbox_dead_letters (
+        "CREATE TABLE IF NOT EXISTS {dead_letters} (
             id {id},
             outbox_id BIGINT NOT NULL,
             subject TEXT,
@@ -75,9 +107,10 @@ pub async fn insert(
         Value::Bytes(message.body.to_vec()),
         Value::Text(headers),
     ];
+    let outbox = Tables::of(transaction.is_postgres()).outbox;
     transaction
         .execute_as_host(
-            "INSERT INTO spindle_outbox (subject, body, headers) VALUES ($1, $2, $3)",
+            &format!("INSERT INTO {outbox} (subject, body, headers) VALUES ($1, $2, $3)"),
             params,
         )
         .await?;
@@ -108,6 +141,7 @@ pub fn start_relay(
     let wake = waker.0.clone();
     let relay = Relay {
         component,
+        tables: Tables::of(database.is_postgres()),
         database,
         bus,
         allowed_publish,
@@ -143,34 +177,64 @@ struct Relay {
     /// Checked again for every row: the table is the host's, but a row is
     /// never taken on trust.
     allowed_publish: Vec<String>,
+    tables: Tables,
 }
 
 impl Relay {
-    /// Sends up to [`BATCH`] rows in id order; returns how many were
-    /// settled (sent, or set aside as undeliverable).
+    /// Sends up to [`BATCH`] rows in id order, in one transaction that
+    /// claims them on PostgreSQL (rows another replica holds are skipped);
+    /// returns how many were settled (sent, or set aside as undeliverable).
+    /// What was settled before a failure stays settled.
     async fn batch(&self) -> anyhow::Result<usize> {
+        let outbox = &self.tables.outbox;
+        let claim = if self.database.is_postgres() {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
         let select = format!(
-            "SELECT id, subject, body, headers FROM spindle_outbox ORDER BY id LIMIT {BATCH}"
+            "SELECT id, subject, body, headers FROM {outbox} ORDER BY id LIMIT {BATCH}{claim}"
         );
-        let rows = self.database.query(&select, Vec::new()).await?.rows;
+        let mut session = Session::begin(&self.database).await?;
+        let rows = session.query(&select).await?.rows;
+        let mut settled = 0;
+        let mut outcome = Ok(());
         for row in &rows {
-            let Some(Value::Integer(id)) = row.first() else {
-                anyhow::bail!("spindle_outbox has a row without an integer id: {row:?}");
-            };
-            match self.deliverable(row) {
-                Ok(message) => {
-                    self.bus.publish(message).await?;
-                    self.database
-                        .execute(
-                            "DELETE FROM spindle_outbox WHERE id = $1",
-                            vec![Value::Integer(*id)],
-                        )
-                        .await?;
-                }
-                Err(reason) => self.set_aside(*id, &reason).await?,
+            outcome = self.settle(&mut session, row).await;
+            if outcome.is_err() {
+                break;
             }
+            settled += 1;
         }
-        Ok(rows.len())
+        session.finish().await?;
+        outcome.map(|()| settled)
+    }
+
+    /// Sends one row and deletes it, or sets it aside when it can never be
+    /// sent.
+    async fn settle(&self, session: &mut Session<'_>, row: &[Value]) -> anyhow::Result<()> {
+        let Some(Value::Integer(id)) = row.first() else {
+            anyhow::bail!("the outbox has a row without an integer id: {row:?}");
+        };
+        let message = match self.deliverable(row) {
+            Ok(message) => message,
+            Err(reason) => return self.set_aside(session, *id, &reason).await,
+        };
+        match self.bus.publish(message).await {
+            Ok(()) => {}
+            Err(too_large @ PublishError::TooLarge { .. }) => {
+                return self.set_aside(session, *id, &too_large.to_string()).await;
+            }
+            Err(unavailable) => return Err(unavailable.into()),
+        }
+        let outbox = &self.tables.outbox;
+        session
+            .execute(
+                &format!("DELETE FROM {outbox} WHERE id = $1"),
+                vec![Value::Integer(*id)],
+            )
+            .await?;
+        Ok(())
     }
 
     /// The message a row holds, or why it can never be sent.
@@ -196,17 +260,27 @@ impl Relay {
         })
     }
 
-    /// Moves row `id` to the dead-letter table with `reason`, in one
-    /// transaction, and says so once.
-    async fn set_aside(&self, id: i64, reason: &str) -> anyhow::Result<()> {
+    /// Moves row `id` to the dead-letter table with `reason`, and says so
+    /// once.
+    async fn set_aside(
+        &self,
+        session: &mut Session<'_>,
+        id: i64,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let Tables {
+            outbox,
+            dead_letters,
+        } = &self.tables;
         let reason = bus::single_line(reason);
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut transaction = self.database.begin().await?;
-        transaction
+        session
             .execute(
-                "INSERT INTO spindle_outbox_dead_letters \
-                 (outbox_id, subject, body, headers, reason, moved_at_ms) \
-                 SELECT id, subject, body, headers, $2, $3 FROM spindle_outbox WHERE id = $1",
+                &format!(
+                    "INSERT INTO {dead_letters} \
+                     (outbox_id, subject, body, headers, reason, moved_at_ms) \
+                     SELECT id, subject, body, headers, $2, $3 FROM {outbox} WHERE id = $1"
+                ),
                 vec![
                     Value::Integer(id),
                     Value::Text(reason.clone()),
@@ -214,13 +288,12 @@ impl Relay {
                 ],
             )
             .await?;
-        transaction
+        session
             .execute(
-                "DELETE FROM spindle_outbox WHERE id = $1",
+                &format!("DELETE FROM {outbox} WHERE id = $1"),
                 vec![Value::Integer(id)],
             )
             .await?;
-        transaction.commit().await?;
         let component = &self.component;
         tracing::error!(%component, outbox_id = id, %reason, "outbox row cannot be sent; moved to spindle_outbox_dead_letters");
         metrics::metrics()
@@ -229,12 +302,16 @@ impl Relay {
             .inc();
         Ok(())
     }
+
     /// Sets the backlog gauge: rows left (another replica's, or ones that
     /// came in since this relay's last batch).
     async fn record_backlog(&self) {
         let rows = self
             .database
-            .query("SELECT COUNT(*) FROM spindle_outbox", Vec::new())
+            .query(
+                &format!("SELECT COUNT(*) FROM {}", self.tables.outbox),
+                Vec::new(),
+            )
             .await;
         if let Ok(rows) = rows
             && let Some(Value::Integer(count)) = rows.rows.first().and_then(|row| row.first())
@@ -243,6 +320,47 @@ impl Relay {
                 .outbox_backlog
                 .get_or_create(&metrics::component(&self.component))
                 .set(*count);
+        }
+    }
+}
+
+/// Where one batch's statements run. On PostgreSQL, a transaction that
+/// holds the claimed rows until they are settled. On SQLite, the pool
+/// itself: this relay is the file's only sender, so nothing needs claiming,
+/// and no write lock is held while messages go out.
+enum Session<'a> {
+    Pool(&'a Database),
+    Claimed(Transaction),
+}
+
+impl<'a> Session<'a> {
+    async fn begin(database: &'a Database) -> Result<Self, sqlx::Error> {
+        Ok(if database.is_postgres() {
+            Self::Claimed(database.begin().await?)
+        } else {
+            Self::Pool(database)
+        })
+    }
+
+    async fn query(&mut self, statement: &str) -> Result<crate::platform::sql::RowSet, sqlx::Error> {
+        match self {
+            Self::Pool(database) => database.query(statement, Vec::new()).await,
+            Self::Claimed(transaction) => transaction.query(statement, Vec::new()).await,
+        }
+    }
+
+    async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, sqlx::Error> {
+        match self {
+            Self::Pool(database) => database.execute(statement, params).await,
+            Self::Claimed(transaction) => transaction.execute(statement, params).await,
+        }
+    }
+
+    /// Makes the batch's deletions final and lets go of its claims.
+    async fn finish(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Pool(_) => Ok(()),
+            Self::Claimed(transaction) => transaction.commit().await,
         }
     }
 }

@@ -126,13 +126,22 @@ impl AppState {
             configs.insert(DEFAULT_LABEL.to_owned(), config);
         }
 
+        // Labels may share a file and so a pool: a statement may run as
+        // long as the longest call of any component granted one.
+        let statement_limit = app
+            .components
+            .values()
+            .filter(|component| !component.sqlite_databases.is_empty())
+            .map(crate::engine::call_timeout)
+            .max()
+            .unwrap_or(crate::engine::DEFAULT_CALL_TIMEOUT);
         let mut pools: HashMap<PathBuf, SqlitePool> = HashMap::new();
         let mut databases = HashMap::new();
         for (label, Config { path }) in configs {
             let pool = match pools.get(&path) {
                 Some(pool) => pool.clone(),
                 None => {
-                    let pool = open_pool(&path).await.with_context(|| {
+                    let pool = open_pool(&path, statement_limit).await.with_context(|| {
                         format!("SQLite database `{label}`: opening {}", path.display())
                     })?;
                     pools.insert(path, pool.clone());
@@ -359,6 +368,9 @@ fn to_guest_error(error: sqlx::Error) -> Error {
             if super::sqlite_guard::is_refusal(database.message()) {
                 return Error::AccessDenied;
             }
+            if database.message() == super::sqlite_guard::INTERRUPTED {
+                return Error::Io(super::sqlite_guard::TIMED_OUT.to_owned());
+            }
             Error::Io(database.message().to_owned())
         }
         sqlx::Error::PoolTimedOut => {
@@ -394,7 +406,7 @@ mod tests {
     }
 
     async fn session(dir: &Path) -> Mutex<Session> {
-        let pool = open_pool(&dir.join("db.sqlite")).await.expect("open");
+        let pool = open_pool(&dir.join("db.sqlite"), Duration::from_secs(30)).await.expect("open");
         let connection = open(Ok(pool), "default".into()).await.expect("open");
         Arc::into_inner(connection.session).expect("sole owner")
     }
@@ -543,7 +555,7 @@ mod tests {
     #[tokio::test]
     async fn transaction_left_open_is_rolled_back_when_the_connection_is_dropped() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let pool = open_pool(&dir.path().join("db.sqlite"))
+        let pool = open_pool(&dir.path().join("db.sqlite"), Duration::from_secs(30))
             .await
             .expect("open");
         let first = open(Ok(pool.clone()), "default".into())

@@ -16,8 +16,12 @@ use super::{
     ACQUIRE_TIMEOUT, Connection, MAX_CONNECTIONS, MAX_RESULT_BYTES, Session, to_guest_error,
 };
 
-/// Opens (creating if needed) the database file at `path`.
-pub(super) async fn open_pool(path: &Path) -> anyhow::Result<SqlitePool> {
+/// Opens (creating if needed) the database file at `path`; each statement
+/// may run for `statement_limit`.
+pub(super) async fn open_pool(
+    path: &Path,
+    statement_limit: std::time::Duration,
+) -> anyhow::Result<SqlitePool> {
     let options = crate::capabilities::sqlite_file_options(path)
         .with_context(|| format!("creating {}", path.display()))?;
     let pool = SqlitePoolOptions::new()
@@ -26,8 +30,11 @@ pub(super) async fn open_pool(path: &Path) -> anyhow::Result<SqlitePool> {
         // A guest may drop its connection inside a transaction it began; the
         // next user of the pooled connection must not inherit it. ROLLBACK
         // outside a transaction fails harmlessly.
-        .after_connect(|connection, _| {
-            Box::pin(crate::capabilities::sqlite_guard::install(connection))
+        .after_connect(move |connection, _| {
+            Box::pin(crate::capabilities::sqlite_guard::install(
+                connection,
+                statement_limit,
+            ))
         })
         .after_release(|connection, _| {
             Box::pin(async move {

@@ -15,9 +15,6 @@ use crate::manifest;
 use crate::metrics;
 use crate::platform::{HandlerError, MessageComponentPre};
 
-/// A handler that has not answered by then has failed this delivery.
-const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// What the handler made of one delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -58,7 +55,7 @@ impl MessageHandler {
         Ok(Self {
             engine: engine.clone(),
             capabilities: capabilities.clone(),
-            timeout: component.spindle.timeout.unwrap_or(DEFAULT_MESSAGE_TIMEOUT),
+            timeout: engine::call_timeout(&component),
             component,
             pre,
         })

@@ -7,8 +7,10 @@
 //! rejected the message or `max_deliver` deliveries were used up. On
 //! JetStream (`durable`) this is ack / nak with delay / term, with
 //! in-progress acks while a long handler runs; on core NATS and the
-//! in-process bus the trigger redelivers by itself, with the same rules but
-//! no durability. Each trigger keeps at most the component's
+//! in-process bus the subscription redelivers by itself, with the same rules
+//! but no durability (see [`crate::bus::Delivery`]). A local redelivery
+//! queue that is full dead-letters the message rather than hold more.
+//! Each trigger keeps at most the component's
 //! `max_concurrency` messages in flight and pulls no more until one settles.
 
 mod handler;
@@ -17,12 +19,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 use wasmtime::Engine;
 
 use super::Admissions;
-use super::admission::{Admission, Rejected};
-use crate::bus::{Bus, Delivery, DurableSpec, Message, Subscription, SubscriptionSpec};
+use super::admission::Admission;
+use crate::bus::{
+    Bus, Delivery, DurableSpec, Message, RetryError, Subscription, SubscriptionSpec,
+};
 use crate::capabilities::AppCapabilities;
 use crate::engine::{self, LoadedComponent};
 use crate::manifest::{self, App};
@@ -37,10 +41,6 @@ pub const DEAD_LETTER_REASON_HEADER: &str = "spindle-dead-letter-reason";
 pub const ORIGINAL_SUBJECT_HEADER: &str = "spindle-original-subject";
 /// Header counting the deliveries a dead-lettered message had.
 pub const DELIVERIES_HEADER: &str = "spindle-deliveries";
-
-/// How long a message that found the component's queue full waits before
-/// it asks again.
-const BUSY_RETRY: Duration = Duration::from_millis(100);
 
 /// Redelivery delay after a trap or overrun: doubles per delivery up to this.
 const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
@@ -203,19 +203,12 @@ struct Consumer {
     limit: u32,
 }
 
-/// A message the trigger redelivers by itself, and which delivery is next.
-struct LocalRetry {
-    message: Message,
-    attempt: u32,
-}
-
 impl Consumer {
     async fn consume(
         self: Arc<Self>,
         mut subscription: Subscription,
         mut stopped: watch::Receiver<bool>,
     ) {
-        let (retry_sender, mut retries) = mpsc::unbounded_channel::<LocalRetry>();
         loop {
             let permit = tokio::select! {
                 permit = self.in_flight.clone().acquire_owned() => match permit {
@@ -224,12 +217,11 @@ impl Consumer {
                 },
                 _ = stopped.wait_for(|stop| *stop) => break,
             };
-            let (delivery, attempt) = tokio::select! {
+            let delivery = tokio::select! {
                 biased;
                 _ = stopped.wait_for(|stop| *stop) => break,
-                Some(retry) = retries.recv() => (Delivery::Plain(retry.message), retry.attempt),
                 delivery = subscription.next() => match delivery {
-                    Some(delivery) => (delivery, 1),
+                    Some(delivery) => delivery,
                     None => {
                         tracing::warn!(subject = %self.trigger.subject, "subscription ended");
                         break;
@@ -237,9 +229,8 @@ impl Consumer {
                 },
             };
             let consumer = self.clone();
-            let retry_sender = retry_sender.clone();
             tokio::spawn(async move {
-                consumer.process(delivery, attempt, &retry_sender).await;
+                consumer.process(delivery).await;
                 drop(permit);
             });
         }
@@ -286,16 +277,8 @@ impl Consumer {
     }
 
     /// Runs the handler on one delivery and settles it.
-    async fn process(
-        &self,
-        delivery: Delivery,
-        local_attempt: u32,
-        retries: &mpsc::UnboundedSender<LocalRetry>,
-    ) {
-        let (message, attempt) = match &delivery {
-            Delivery::Plain(message) => (message.clone(), local_attempt),
-            Delivery::JetStream(delivery) => (delivery.message().clone(), delivery.attempt()),
-        };
+    async fn process(&self, delivery: Delivery) {
+        let (message, attempt) = (delivery.message().clone(), delivery.attempt());
         let labels = self.labels();
         metrics().messages_received.get_or_create(&labels).inc();
         let outcome = self.run_handler(&delivery, &message).await;
@@ -317,64 +300,47 @@ impl Consumer {
             let reason = format!("gave up after {attempt} deliveries: {why}");
             return self.dead_letter(&delivery, message, attempt, reason).await;
         }
-        metrics().messages_redelivered.get_or_create(&labels).inc();
-        match delivery {
-            Delivery::JetStream(delivery) => {
-                if let Err(error) = delivery.retry(delay).await {
-                    tracing::warn!(subject = %message.subject, "nak failed (the server redelivers after ack_wait): {error}");
-                }
+        match delivery.retry(delay).await {
+            Ok(()) => {
+                metrics().messages_redelivered.get_or_create(&labels).inc();
             }
-            Delivery::Plain(_) => {
-                let retries = retries.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = retries.send(LocalRetry {
-                        message,
-                        attempt: attempt + 1,
-                    });
-                });
+            Err(RetryError::Server(error)) => {
+                metrics().messages_redelivered.get_or_create(&labels).inc();
+                tracing::warn!(subject = %message.subject, "nak failed (the server redelivers after ack_wait): {error}");
+            }
+            Err(full @ RetryError::QueueFull) => {
+                let reason = format!("cannot redeliver ({full}): {why}");
+                self.dead_letter(&delivery, message, attempt, reason).await;
             }
         }
     }
 
-    /// Waits until the component admits the call. A message that finds the
-    /// component busy (with HTTP, say) waits its turn instead of using up a
-    /// delivery; JetStream hears meanwhile that it is in progress.
-    async fn admitted(&self, delivery: &Delivery) -> tokio::sync::SemaphorePermit<'_> {
-        loop {
-            match self.admission.admit().await {
-                Ok(admitted) => return admitted,
-                Err(refused) => {
-                    tracing::debug!(component = %self.trigger.component, ?refused, "component busy; the message waits");
-                    if let Delivery::JetStream(delivery) = delivery
-                        && let Err(error) = delivery.in_progress().await
-                    {
-                        tracing::debug!("in-progress ack failed: {error}");
-                    }
-                    if refused == Rejected::QueueFull {
-                        tokio::time::sleep(BUSY_RETRY).await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// The handler's outcome once the component admits the call; JetStream
-    /// hears that work is in progress while it runs.
+    /// The handler's outcome. The message waits for the component in line
+    /// with the other callers: one that finds the component busy (with
+    /// HTTP, say) waits its turn instead of using up a delivery.
     async fn run_handler(&self, delivery: &Delivery, message: &Message) -> Outcome {
-        let _admitted = self.admitted(delivery).await;
         let handler = match self.handler.read() {
             Ok(handler) => handler.clone(),
             Err(_) => return Outcome::Failed("the handler lock is poisoned".into()),
         };
         let (consumer_span, call_span) = self.spans(message);
-        let work = handler
-            .handle(message, call_span.clone())
-            .instrument(call_span)
-            .instrument(consumer_span);
-        let Delivery::JetStream(delivery) = delivery else {
-            return work.await;
+        let work = async {
+            let _admitted = self.admission.admit_patiently().await;
+            handler
+                .handle(message, call_span.clone())
+                .instrument(call_span)
+                .instrument(consumer_span)
+                .await
         };
+        self.keeping_in_progress(delivery, work).await
+    }
+
+    /// Runs `work`, telling the server now and then that the delivery is
+    /// still being worked on, so it is not redelivered meanwhile.
+    async fn keeping_in_progress<T>(&self, delivery: &Delivery, work: impl Future<Output = T>) -> T {
+        if !delivery.needs_progress() {
+            return work.await;
+        }
         tokio::pin!(work);
         let mut progress = tokio::time::interval(self.trigger.ack_wait / 2);
         progress.tick().await;
@@ -383,7 +349,7 @@ impl Consumer {
                 outcome = &mut work => return outcome,
                 _ = progress.tick() => {
                     if let Err(error) = delivery.in_progress().await {
-                        tracing::warn!(subject = %message.subject, "in-progress ack failed: {error}");
+                        tracing::warn!(subject = %delivery.message().subject, "in-progress ack failed: {error}");
                     }
                 }
             }
@@ -391,9 +357,7 @@ impl Consumer {
     }
 
     async fn acknowledge(&self, delivery: &Delivery) {
-        if let Delivery::JetStream(delivery) = delivery
-            && let Err(error) = delivery.ack().await
-        {
+        if let Err(error) = delivery.ack().await {
             // The server redelivers it; handlers dedupe on the message id.
             tracing::warn!(subject = %self.trigger.subject, "ack failed: {error}");
         }
@@ -429,18 +393,15 @@ impl Consumer {
                     .get_or_create(&self.labels())
                     .inc();
                 tracing::warn!(component = %self.trigger.component, %subject, dead_letter_subject = %self.trigger.dead_letter_subject, "dead-lettered: {reason}");
-                if let Delivery::JetStream(delivery) = delivery
-                    && let Err(error) = delivery.terminate().await
-                {
+                if let Err(error) = delivery.terminate().await {
                     tracing::warn!(%subject, "terminating a dead-lettered message failed: {error}");
                 }
             }
             Err(error) => {
                 tracing::error!(%subject, "cannot dead-letter ({reason}): {error}");
-                if let Delivery::JetStream(delivery) = delivery {
-                    // Keep it on the server; the next delivery tries again.
-                    let _ = delivery.retry(MAX_FAILURE_BACKOFF).await;
-                }
+                // Keep it (on the server, or here while there is room);
+                // the next delivery tries again.
+                let _ = delivery.retry(MAX_FAILURE_BACKOFF).await;
             }
         }
     }
