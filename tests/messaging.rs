@@ -564,10 +564,10 @@ async fn a_component_busy_with_http_keeps_its_durable_events() {
     .expect("write spin.toml");
     let spindle = app.start();
 
-    // Slow HTTP calls keep both admission slots taken.
+    // Slow HTTP calls keep both admission slots taken, with more waiting.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let http = reqwest::Client::new();
-    let loads: Vec<_> = (0..8)
+    let loads: Vec<_> = (0..4)
         .map(|_| {
             let (http, stop, url) = (
                 http.clone(),
@@ -583,7 +583,8 @@ async fn a_component_busy_with_http_keeps_its_durable_events() {
         .collect();
 
     let jetstream = jetstream::new(nats_client().await);
-    let count = 60;
+    let count = 500;
+    let started = Instant::now();
     for index in 0..count {
         jetstream
             .publish(
@@ -597,7 +598,7 @@ async fn a_component_busy_with_http_keeps_its_durable_events() {
     }
     let dead_subject = format!("dead.{}", app.prefix);
     // Polled with retries: under this load `/handled` may get a 503 too.
-    let until = Instant::now() + Duration::from_secs(90);
+    let until = Instant::now() + Duration::from_secs(180);
     let listing = loop {
         let reply = spindle.get("/handled").await;
         if reply.status == 200 {
@@ -616,6 +617,7 @@ async fn a_component_busy_with_http_keeps_its_durable_events() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    eprintln!("{count} messages handled under HTTP load in {:?}", started.elapsed());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for load in loads {
         let _ = load.await;
