@@ -144,6 +144,19 @@ async fn server_errors_reach_the_guest_with_their_sqlstate() {
 }
 
 #[tokio::test]
+async fn a_collected_query_of_a_gigabyte_fails_at_the_cap_and_the_host_stays_small() {
+    let (_app, spindle) = start();
+
+    let reply = spindle.get("/gigabyte").await;
+
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(reply.body.contains("64 MiB"), "{}", reply.body);
+    let peak = spindle.peak_resident_memory_bytes();
+    assert!(peak < 300 << 20, "the host's peak RSS was {} MiB", peak >> 20);
+    assert_eq!(spindle.get("/builder").await.status, 200);
+}
+
+#[tokio::test]
 async fn address_outside_allowed_outbound_hosts_is_denied_with_connection_failed() {
     let (_app, spindle) = start();
 

@@ -12,6 +12,8 @@
 //! - `/retyped`: runs one statement text with an `int4`, then a `float8`
 //!   parameter, and answers both values read back.
 //! - `/bad-sql`: queries a table that does not exist; answers 500 with the error.
+//! - `/gigabyte`: a collected (synchronous) query whose rows come to 1 GiB;
+//!   answers 500 with the error.
 //! - `/denied`: opens `DENIED_URL`; answers 500 with the error.
 //!
 //! Errors answer 500 with their `Debug` text.
@@ -84,6 +86,7 @@ async fn handle(req: Request) -> Result<impl IntoResponse, http::Error> {
         "/builder" => builder().await,
         "/retyped" => retyped().await,
         "/bad-sql" => bad_sql().await,
+        "/gigabyte" => gigabyte(),
         "/denied" => denied().await,
         other => Err(format!("no route {other}")),
     };
@@ -92,6 +95,17 @@ async fn handle(req: Request) -> Result<impl IntoResponse, http::Error> {
         Err(error) => (500, error),
     };
     http::Response::builder().status(status).body(body)
+}
+
+fn gigabyte() -> Result<String, String> {
+    let db = sync_pg::Connection::open(&db_url()?).map_err(debug)?;
+    let rows = db
+        .query(
+            "SELECT repeat('x', 1048576) FROM generate_series(1, 1024)",
+            &[],
+        )
+        .map_err(debug)?;
+    Ok(format!("{} rows\n", rows.rows.len()))
 }
 
 fn db_url() -> Result<String, String> {
