@@ -12,6 +12,7 @@ mod migrations;
 mod outbox;
 mod params;
 mod provision;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -200,7 +201,8 @@ async fn open_postgres(
     admin_url: &str,
     guest_access: Access,
 ) -> anyhow::Result<(Database, Database)> {
-    let roles = provision::provision(admin_url, engine::call_timeout(component)).await?;
+    let statement_limit = engine::call_timeout(component);
+    let roles = provision::provision(admin_url, statement_limit).await?;
     let host = Database::open_postgres(roles.host, Access::Host)
         .await
         .context("connecting as the host role")?;
@@ -213,6 +215,7 @@ async fn open_postgres(
     let guest = Database::open_postgres(roles.app, guest_access)
         .await
         .context("connecting as the component's role")?;
+    watchdog::start(host.clone(), roles.app_role, statement_limit);
     Ok((guest, host))
 }
 
