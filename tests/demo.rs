@@ -17,6 +17,10 @@ use support::{App, Reply, Spindle, workspace_root};
 
 /// The signing key the tests give the app (and forge tokens with).
 const SECRET: &str = "a-signing-key-for-tests-only-0123456789";
+/// The largest request body the services read (`demo_kit::api`).
+const BODY_LIMIT: usize = 64 * 1024;
+/// How long a refusal may take when it must not wait for the body.
+const PROMPT: Duration = Duration::from_secs(10);
 const PASSWORD: &str = "correct horse battery staple";
 /// How long the events of one order may take to settle it, crashes included.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(120);
@@ -49,8 +53,18 @@ struct User {
 
 impl Demo {
     fn start(backend: Backend) -> Demo {
-        let app = App::new(&demo_manifest()).with_shared_compile_cache();
-        let mut args = vec!["--variable".to_string(), format!("jwt_secret={SECRET}")];
+        Demo::launch(backend, SECRET, &demo_manifest())
+    }
+
+    /// The demo with `jwt_secret` set to `key`.
+    fn start_with_key(backend: Backend, key: &str) -> Demo {
+        Demo::launch(backend, key, &demo_manifest())
+    }
+
+    /// The app of `manifest` with `jwt_secret` set to `key`.
+    fn launch(backend: Backend, key: &str, manifest: &str) -> Demo {
+        let app = App::new(manifest).with_shared_compile_cache();
+        let mut args = vec!["--variable".to_string(), format!("jwt_secret={key}")];
         let nats = match backend {
             Backend::Embedded => None,
             Backend::Durable => {
@@ -112,6 +126,44 @@ impl Demo {
             .send_with_headers(method.clone(), path, &all, body)
             .await;
         self.api.check(method.as_str(), path, &reply);
+        reply
+    }
+
+    /// Writes `method path` with the header lines `head`, then `body`, on a
+    /// new connection and never ends the body, as a slow or hostile client
+    /// would; the answer must come within [`PROMPT`] anyway. Checks it
+    /// against openapi.yaml like [`Demo::call`].
+    async fn send_unfinished(&self, method: &str, path: &str, head: &str, body: &[u8]) -> Reply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self.spindle().base_url().trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connecting to the app listener");
+        // `Connection: close`: the answer ends where the connection does.
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{head}\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("headers");
+        // The host may answer, close and reset the connection before all of
+        // the body is written: that is the behaviour under test.
+        let _ = stream.write_all(body).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(PROMPT, async {
+            let mut buffer = [0u8; 4096];
+            // An error after the answer is the reset of the unread body.
+            while let Ok(count @ 1..) = stream.read(&mut buffer).await {
+                answer.extend_from_slice(&buffer[..count]);
+            }
+        })
+        .await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(
+            read.is_ok(),
+            "{method} {path} got no complete answer within {PROMPT:?}, so the body was \
+             waited for; so far: {answer:?}"
+        );
+        let reply = parse_reply(&answer);
+        self.api.check(method, path, &reply);
         reply
     }
 
@@ -230,6 +282,59 @@ impl Demo {
     }
 }
 
+/// A raw HTTP/1.1 answer read to its end, as a [`Reply`]: the body is
+/// taken whole after the headers, or decoded if it is chunked.
+fn parse_reply(answer: &str) -> Reply {
+    let (head, rest) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in {answer:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let mut headers = reqwest::header::HeaderMap::new();
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .unwrap_or_else(|| panic!("a bad header line in {answer:?}"));
+        headers.append(
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).expect("header name"),
+            reqwest::header::HeaderValue::from_str(value.trim()).expect("header value"),
+        );
+    }
+    let chunked = headers
+        .get("transfer-encoding")
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The data of a chunked body (`<hex size>\r\n<data>\r\n`..., `0\r\n\r\n`).
+fn dechunk(mut chunks: &str) -> String {
+    let mut body = String::new();
+    loop {
+        let (size, rest) = chunks
+            .split_once("\r\n")
+            .unwrap_or_else(|| panic!("a cut chunk: {chunks:?}"));
+        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return body;
+        }
+        body.push_str(&rest[..size]);
+        chunks = rest[size..].trim_start_matches("\r\n");
+    }
+}
+
 fn body(reply: &Reply) -> Value {
     serde_json::from_str(&reply.body)
         .unwrap_or_else(|error| panic!("not JSON ({error}): {reply:?}"))
@@ -293,6 +398,8 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     sign_up_log_in_and_an_order_is_confirmed,
+    concurrent_wrong_passwords_get_no_more_tries_than_sequential_ones,
+    a_lock_runs_out_and_the_count_starts_again,
     an_order_over_the_credit_limit_is_cancelled_and_its_stock_restored,
     an_order_for_missing_stock_is_cancelled_without_a_charge,
 );
@@ -464,6 +571,70 @@ async fn forged_expired_and_other_users_tokens_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_secret_yaml_placeholder_or_a_short_signing_key_signs_and_checks_nothing() {
+    for key in [
+        kubernetes_placeholder_key(),
+        "only-31-bytes-long-0123456789ab".into(),
+    ] {
+        let demo = Demo::start_with_key(Backend::Embedded, &key);
+        let email = format!("kim-{}@example.com", uuid::Uuid::new_v4().simple());
+        let signup = json!({ "email": email, "password": PASSWORD, "name": "kim" });
+        let reply = demo
+            .send_json(Method::POST, "/auth/signup", None, signup)
+            .await;
+        assert_eq!(reply.status, 201, "sign-up signs nothing: {reply:?}");
+
+        let reply = demo.log_in(&email, PASSWORD).await;
+        assert_misconfigured(&reply, &key);
+
+        // Anyone can sign with a key that is public or guessable: a token
+        // signed with it must not be taken as proof of anything.
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims =
+            json!({ "sub": "anyone", "iss": "spindle-demo", "iat": now, "exp": now + 600 });
+        let forged = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+        )
+        .expect("signing a test token");
+        for path in ["/payments/account", "/orders/any", "/users/anyone"] {
+            assert_misconfigured(&demo.get(path, Some(&forged)).await, &key);
+        }
+    }
+}
+
+/// The `jwt_secret` placeholder the Kubernetes Secret ships.
+fn kubernetes_placeholder_key() -> String {
+    let path = workspace_root().join("manifests/kubernetes/secret.yaml");
+    let text = std::fs::read_to_string(&path).expect("reading secret.yaml");
+    let secret: Value = serde_yaml_ng::from_str(&text).expect("secret.yaml is YAML");
+    let key = secret["stringData"]["SPIN_VARIABLE_JWT_SECRET"]
+        .as_str()
+        .expect("secret.yaml sets SPIN_VARIABLE_JWT_SECRET")
+        .to_string();
+    assert!(
+        key.len() >= 32,
+        "the placeholder is refused for what it is, not its length"
+    );
+    key
+}
+
+/// A 500 that tells the operator how to set the key.
+fn assert_misconfigured(reply: &Reply, key: &str) {
+    assert_eq!(reply.status, 500, "with jwt_secret={key}: {reply:?}");
+    assert_eq!(body(reply)["error"], "misconfigured", "{reply:?}");
+    let message = body(reply)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("jwt_secret") && message.contains("32 bytes"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn wrong_passwords_and_unknown_emails_look_the_same_and_repeated_failures_lock() {
     let demo = Demo::start(Backend::Embedded);
     let user = demo.sign_up("dora").await;
@@ -498,6 +669,58 @@ async fn wrong_passwords_and_unknown_emails_look_the_same_and_repeated_failures_
             .expect("seconds");
         assert!((1..=300).contains(&wait), "Retry-After: {wait}");
     }
+}
+
+/// The lockout counts each attempt before checking the password, so
+/// guesses sent all at once get no more tries than guesses in a row.
+async fn concurrent_wrong_passwords_get_no_more_tries_than_sequential_ones(backend: Backend) {
+    let demo = Demo::start(backend);
+    let user = demo.sign_up("ivy").await;
+
+    let guesses: Vec<String> = (0..20)
+        .map(|guess| format!("wrong guess {guess}"))
+        .collect();
+    let logins = guesses.iter().map(|guess| demo.log_in(&user.email, guess));
+    let replies = futures::future::join_all(logins).await;
+    let statuses: Vec<u16> = replies.iter().map(|reply| reply.status).collect();
+    let wrong = statuses.iter().filter(|&&status| status == 401).count();
+    let locked = statuses.iter().filter(|&&status| status == 429).count();
+    assert!(
+        wrong <= 5,
+        "{wrong} of 20 concurrent guesses were checked; 5 may be: {statuses:?}"
+    );
+    assert_eq!(wrong + locked, 20, "only 401 or 429: {statuses:?}");
+
+    let right = demo.log_in(&user.email, PASSWORD).await;
+    assert_eq!(right.status, 429, "the email is locked: {right:?}");
+    assert!(right.headers.contains_key("retry-after"), "{right:?}");
+}
+
+/// With `lockout_seconds` at 1: once the lock has run out, the next
+/// attempt starts a new run of five, and a success ends a run.
+async fn a_lock_runs_out_and_the_count_starts_again(backend: Backend) {
+    let manifest = demo_manifest();
+    let short_lock = manifest.replace("lockout_seconds = \"300\"", "lockout_seconds = \"1\"");
+    assert_ne!(short_lock, manifest, "spin.toml sets lockout_seconds");
+    let demo = Demo::launch(backend, SECRET, &short_lock);
+    let user = demo.sign_up("jo").await;
+
+    for _ in 0..5 {
+        assert_eq!(demo.log_in(&user.email, "wrong").await.status, 401);
+    }
+    let locked = demo.log_in(&user.email, PASSWORD).await;
+    assert_eq!(locked.status, 429, "{locked:?}");
+    assert_eq!(locked.headers["retry-after"], "1", "{locked:?}");
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A new run of five: four wrong, and the fifth, right, is let in.
+    for _ in 0..4 {
+        assert_eq!(demo.log_in(&user.email, "wrong").await.status, 401);
+    }
+    let right = demo.log_in(&user.email, PASSWORD).await;
+    assert_eq!(right.status, 200, "{right:?}");
+    // The success cleared the count: a wrong password is just wrong again.
+    assert_eq!(demo.log_in(&user.email, "wrong").await.status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -643,6 +866,76 @@ async fn bad_input_gets_a_4xx_with_a_json_error_and_changes_nothing() {
     // None of it left anything behind: no order was charged, stock is whole.
     assert_eq!(demo.account(&user).await["charged_cents"], 0);
     assert_eq!(demo.stock("CABL-003").await, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_64_kib_is_refused_with_413_without_being_read_to_the_end() {
+    let demo = Demo::start(Backend::Embedded);
+    let user = demo.sign_up("gil").await;
+    let token = Some(user.token.as_str());
+    let own_profile = format!("/users/{}", user.id);
+
+    // Every operation that reads a JSON body, sent a body one byte over.
+    let padding = "x".repeat(BODY_LIMIT);
+    let oversized = json!({ "email": "a@example.com", "password": padding, "name": "x" });
+    let over_limit = json!({ "name": padding, "bio": "x" });
+    let cases = [
+        (Method::POST, "/auth/signup", None, oversized.clone()),
+        (Method::POST, "/auth/login", None, oversized),
+        (
+            Method::POST,
+            "/orders",
+            token,
+            json!({ "items": [padding] }),
+        ),
+        (Method::PUT, own_profile.as_str(), token, over_limit),
+    ];
+    for (method, path, token, value) in cases {
+        let text = value.to_string();
+        assert!(text.len() > BODY_LIMIT);
+        let reply = demo
+            .call(method.clone(), path, token, &[], Some(text))
+            .await;
+        assert_eq!(reply.status, 413, "{method} {path}: {reply:?}");
+        assert_eq!(body(&reply)["error"], "body_too_large", "{reply:?}");
+    }
+
+    // Announced as 1 MiB (under the host's own cap, so the service decides),
+    // 1 KiB sent: refused on the header alone.
+    let announced = format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n",
+        1u64 << 20
+    );
+    let reply = demo
+        .send_unfinished("POST", "/auth/signup", &announced, &[b'x'; 1024])
+        .await;
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert_eq!(body(&reply)["error"], "body_too_large", "{reply:?}");
+
+    // No length announced and a body that never ends: refused once more
+    // than 64 KiB has arrived, not when the body ends (it never does).
+    let chunked = "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n";
+    let mut stream = Vec::new();
+    for _ in 0..=BODY_LIMIT / 1024 {
+        stream.extend_from_slice(b"400\r\n");
+        stream.extend_from_slice(&[b' '; 1024]);
+        stream.extend_from_slice(b"\r\n");
+    }
+    let reply = demo
+        .send_unfinished("POST", "/auth/signup", chunked, &stream)
+        .await;
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert_eq!(body(&reply)["error"], "body_too_large", "{reply:?}");
+
+    // A body at the limit is still read: the login is simply wrong.
+    let filler = " ".repeat(BODY_LIMIT);
+    let at_limit = json!({ "email": user.email, "password": "not the password" }).to_string();
+    let at_limit = format!("{at_limit}{}", &filler[at_limit.len()..]);
+    assert_eq!(at_limit.len(), BODY_LIMIT);
+    let reply = demo
+        .call(Method::POST, "/auth/login", None, &[], Some(at_limit))
+        .await;
+    assert_eq!(reply.status, 401, "{reply:?}");
 }
 
 /// With orders in flight, the host is killed (SIGKILL) at three points and

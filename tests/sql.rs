@@ -527,13 +527,12 @@ impl AlphaDatabase {
         }
     }
 
-    async fn write_outbox_row(&self, subject: &str, headers: &str) {
+    async fn write_outbox_row(&self, subject: &str, headers: &str, body: Vec<u8>) {
         let insert = format!(
             "INSERT INTO {} (subject, body, headers) VALUES ($1, $2, $3)",
             self.host_table("spindle_outbox")
         );
         let insert = sqlx::AssertSqlSafe(insert);
-        let body = b"poison".to_vec();
         let written = match self {
             Self::Sqlite(pool) => sqlx::query(insert)
                 .bind(subject)
@@ -599,8 +598,16 @@ async fn undeliverable_outbox_rows_are_set_aside_and_later_events_arrive(backend
     let app = SqlApp::new(backend, Some(&nats_url()));
     let spindle = app.start();
     let alpha = AlphaDatabase::open(&app, backend).await;
-    alpha.write_outbox_row(&stolen_subject, "[]").await;
-    alpha.write_outbox_row(&good_subject, "not json").await;
+    alpha
+        .write_outbox_row(&stolen_subject, "[]", b"poison".to_vec())
+        .await;
+    alpha
+        .write_outbox_row(&good_subject, "not json", b"poison".to_vec())
+        .await;
+    // Over the server's max_payload (1 MiB by default): never sendable.
+    alpha
+        .write_outbox_row(&good_subject, "[]", vec![b'x'; 2 << 20])
+        .await;
     let (status, body) = run(
         &spindle,
         "alpha",
@@ -620,10 +627,11 @@ async fn undeliverable_outbox_rows_are_set_aside_and_later_events_arrive(backend
     assert!(leaked.is_err(), "a forged row reached the bus: {leaked:?}");
 
     let set_aside = alpha.dead_letters().await;
-    assert_eq!(set_aside.len(), 2, "{set_aside:?}");
+    assert_eq!(set_aside.len(), 3, "{set_aside:?}");
     assert_eq!(set_aside[0].0, stolen_subject);
     assert!(set_aside[0].1.contains("allowed_publish"), "{set_aside:?}");
     assert!(set_aside[1].1.contains("JSON"), "{set_aside:?}");
+    assert!(set_aside[2].1.contains("the server takes at most"), "{set_aside:?}");
     let metrics = reqwest::get(format!("{}/metrics", spindle.ops_url()))
         .await
         .expect("GET /metrics")
@@ -632,7 +640,7 @@ async fn undeliverable_outbox_rows_are_set_aside_and_later_events_arrive(backend
         .expect("metrics text");
     assert!(
         metrics.lines().any(
-            |line| line.starts_with("spindle_outbox_dead_letters_total{component=\"alpha\"} 2")
+            |line| line.starts_with("spindle_outbox_dead_letters_total{component=\"alpha\"} 3")
         ),
         "{metrics}"
     );

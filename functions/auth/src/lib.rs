@@ -121,14 +121,15 @@ async fn login(request: Request) -> Result<Reply, ApiError> {
         return Err(ApiError::invalid("email is not a valid address"));
     }
     let policy = LockoutPolicy::from_variables().await;
-    if let Some(wait) = locked_for(&email).await? {
+    // Counted before the password is checked: an attempt that is not let
+    // through here never reaches Argon2, however many arrive at once.
+    if let Attempt::Locked { wait_seconds } = count_attempt(&email, &policy).await? {
         return Err(ApiError::too_many(
             "too many failed logins; try again later",
-            wait,
+            wait_seconds,
         ));
     }
     let Some(user_id) = check_credentials(&email, &form.password).await? else {
-        record_failure(&email, &policy).await?;
         return Err(ApiError::unauthorized(
             "invalid_credentials",
             "the email or the password is wrong",
@@ -194,37 +195,64 @@ impl LockoutPolicy {
     }
 }
 
-/// Seconds left on a lock, if `email` is locked.
-async fn locked_for(email: &str) -> Result<Option<u64>, ApiError> {
-    let rows = sql::query(
-        "SELECT locked_until FROM login_failures WHERE email = $1".into(),
-        vec![db::text(email)],
-    )
-    .await?;
-    let locked_until = db::first(&rows).map_or(0, |row| row.integer("locked_until"));
-    let left_ms = locked_until - now_ms();
-    Ok((left_ms > 0).then(|| (left_ms as u64).div_ceil(1000)))
+/// Whether a login attempt may check its password.
+enum Attempt {
+    /// Within the allowance: check the password.
+    Allowed,
+    /// The email is locked; answer 429 without checking anything.
+    Locked { wait_seconds: u64 },
 }
 
-/// Counts a failure; the one that reaches the limit starts a lock.
-async fn record_failure(email: &str, policy: &LockoutPolicy) -> Result<(), ApiError> {
+/// Counts a login attempt for `email` and says whether it may go on, in one
+/// statement, so that concurrent attempts are counted one after the other
+/// and no more than `max_failures` in a row get to check a password.
+///
+/// `failures` counts the attempts since the last successful login (which
+/// deletes the row). The attempt that reaches `max_failures` starts the
+/// lock, so that the ones arriving while it is checked are already refused;
+/// if it turns out right, its success lifts the lock again. While locked,
+/// attempts are still counted, past `max_failures`, which is how they are
+/// told apart from the one that started the lock. Once the lock has run
+/// out, the next attempt starts a new run as if the row were not there.
+async fn count_attempt(email: &str, policy: &LockoutPolicy) -> Result<Attempt, ApiError> {
+    let now = now_ms();
+    let lock_ends = now + policy.lock_ms;
+    let first_attempt_lock = if policy.max_failures <= 1 {
+        lock_ends
+    } else {
+        0
+    };
     let rows = sql::query(
-        "INSERT INTO login_failures (email, failures, locked_until) VALUES ($1, 1, 0) \
-         ON CONFLICT (email) DO UPDATE SET failures = login_failures.failures + 1 \
-         RETURNING failures"
+        "INSERT INTO login_failures (email, failures, locked_until) VALUES ($1, 1, $2) \
+         ON CONFLICT (email) DO UPDATE SET \
+         failures = CASE \
+             WHEN login_failures.locked_until BETWEEN 1 AND $3 THEN excluded.failures \
+             ELSE login_failures.failures + 1 END, \
+         locked_until = CASE \
+             WHEN login_failures.locked_until > $3 THEN login_failures.locked_until \
+             WHEN login_failures.locked_until > 0 THEN excluded.locked_until \
+             WHEN login_failures.failures + 1 >= $4 THEN $5 \
+             ELSE 0 END \
+         RETURNING failures, locked_until"
             .into(),
-        vec![db::text(email)],
+        vec![
+            db::text(email),
+            Value::Integer(first_attempt_lock),
+            Value::Integer(now),
+            Value::Integer(policy.max_failures),
+            Value::Integer(lock_ends),
+        ],
     )
     .await?;
-    let failures = db::first(&rows).map_or(0, |row| row.integer("failures"));
-    if failures >= policy.max_failures {
-        sql::execute(
-            "UPDATE login_failures SET failures = 0, locked_until = $2 WHERE email = $1".into(),
-            vec![db::text(email), Value::Integer(now_ms() + policy.lock_ms)],
-        )
-        .await?;
+    let row = db::first(&rows)
+        .ok_or_else(|| ApiError::unavailable("counting the login attempt returned nothing"))?;
+    if row.integer("failures") <= policy.max_failures {
+        return Ok(Attempt::Allowed);
     }
-    Ok(())
+    let left_ms = (row.integer("locked_until") - now).max(0) as u64;
+    Ok(Attempt::Locked {
+        wait_seconds: left_ms.div_ceil(1000),
+    })
 }
 
 fn normalize_email(email: &str) -> Result<String, ApiError> {

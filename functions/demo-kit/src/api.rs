@@ -3,6 +3,7 @@
 //! status for anything the caller can fix.
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -12,7 +13,7 @@ use spin_sdk::http::{FullBody, Request};
 /// What every handler answers with.
 pub type Reply = http::Response<FullBody<Bytes>>;
 
-/// Requests larger than this are refused before parsing.
+/// Request bodies larger than this are refused (413) before parsing.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// An error the caller sees: a status, a stable code and a message.
@@ -72,6 +73,15 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 413: the body is over [`MAX_BODY_BYTES`].
+    pub fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    }
+
     /// 422: well-formed, but it contradicts an earlier request.
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
@@ -91,6 +101,12 @@ impl ApiError {
             retry_after: Some(1),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
         }
+    }
+
+    /// 500: the service's configuration is wrong in a way only its operator
+    /// can fix; `message` tells them how. Retrying does not help.
+    pub fn misconfigured(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", message)
     }
 
     /// The response carrying this error.
@@ -128,21 +144,46 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> Reply {
     reply
 }
 
-/// Reads and parses a JSON request body, refusing it with a 400 that says
-/// what is wrong (too large, not JSON, a field missing or of the wrong type).
+/// Reads and parses a JSON request body. A body over 64 KiB is refused with
+/// 413 as soon as that is known (from `content-length`, or once more than
+/// 64 KiB have arrived), never read to its end; anything else wrong (not
+/// JSON, a field missing or of the wrong type) is a 400 that says what.
 pub async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiError> {
-    let body = request
-        .into_body()
-        .bytes()
-        .await
-        .map_err(|error| ApiError::invalid(format!("could not read the body: {error:?}")))?;
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::invalid(format!(
-            "the body is larger than {MAX_BODY_BYTES} bytes"
-        )));
+    if announced_length(&request).is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::too_large());
     }
+    let body = read_body(request).await?;
     serde_json::from_slice(&body)
         .map_err(|error| ApiError::invalid(format!("the body is not the expected JSON: {error}")))
+}
+
+/// What `content-length` says, if it is a number.
+fn announced_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The body, chunk by chunk, up to [`MAX_BODY_BYTES`]. Counting as it
+/// arrives is what stops a client that sends more than it announced, or a
+/// body that never ends, from holding the instance and its memory.
+async fn read_body(request: Request) -> Result<Vec<u8>, ApiError> {
+    let mut chunks = request.into_body().stream();
+    let mut body = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk
+            .map_err(|error| ApiError::invalid(format!("could not read the body: {error:?}")))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The path's segments after `prefix`, for routes like `/orders/{id}`.

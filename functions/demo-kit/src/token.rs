@@ -11,6 +11,11 @@ use crate::api::ApiError;
 /// Keys shorter than this are refused: HS256 wants at least 256 bits.
 const MIN_SECRET_BYTES: usize = 32;
 
+/// The `jwt_secret` that `manifests/kubernetes/secret.yaml` ships. It is
+/// long enough but public: anyone could sign tokens with it, so it is
+/// refused like a short key.
+const PLACEHOLDER_SECRET: &str = "replace-with-a-random-key-of-at-least-32-bytes";
+
 /// What a token says.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -32,14 +37,14 @@ pub struct Keys {
 
 impl Keys {
     /// The keys from the `jwt_secret` and `jwt_issuer` variables.
+    ///
+    /// A key that is too short or the shipped placeholder is a 500 telling the
+    /// operator to set a real one: signing with it, or trusting what it
+    /// signed, would let anyone mint tokens.
     pub async fn from_variables() -> Result<Keys, ApiError> {
-        let secret = variables::get("jwt_secret").await.map_err(misconfigured)?;
-        let issuer = variables::get("jwt_issuer").await.map_err(misconfigured)?;
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(misconfigured(format!(
-                "jwt_secret must be at least {MIN_SECRET_BYTES} bytes"
-            )));
-        }
+        let secret = variables::get("jwt_secret").await.map_err(unreadable)?;
+        let issuer = variables::get("jwt_issuer").await.map_err(unreadable)?;
+        check_secret(&secret)?;
         Ok(Keys { secret, issuer })
     }
 
@@ -57,7 +62,12 @@ impl Keys {
             &claims,
             &EncodingKey::from_secret(self.secret.as_bytes()),
         )
-        .map_err(misconfigured)
+        .map_err(|error| {
+            // HS256 signing fails only on a broken serialiser: not the
+            // caller's fault, and logged.
+            eprintln!("signing a token: {error:?}");
+            ApiError::unavailable("could not sign a token")
+        })
     }
 
     /// The claims of a token signed with our key by our issuer, not expired.
@@ -97,7 +107,24 @@ pub async fn authenticate(request: &Request) -> Result<Claims, ApiError> {
     Keys::from_variables().await?.verify(token.trim())
 }
 
-fn misconfigured(error: impl std::fmt::Debug) -> ApiError {
+/// Refuses a key anyone could know or guess.
+fn check_secret(secret: &str) -> Result<(), ApiError> {
+    let problem = if secret.trim() == PLACEHOLDER_SECRET {
+        "is the placeholder from secret.yaml"
+    } else if secret.len() < MIN_SECRET_BYTES {
+        "is too short"
+    } else {
+        return Ok(());
+    };
+    eprintln!("token keys: jwt_secret {problem}; nothing is signed or checked");
+    Err(ApiError::misconfigured(format!(
+        "the jwt_secret variable must be set to a random value of at least \
+         {MIN_SECRET_BYTES} bytes"
+    )))
+}
+
+/// The variables could not be read: the host's trouble, worth a retry.
+fn unreadable(error: impl std::fmt::Debug) -> ApiError {
     eprintln!("token keys: {error:?}");
     ApiError::unavailable("the service is misconfigured")
 }
