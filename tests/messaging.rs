@@ -617,7 +617,10 @@ async fn a_component_busy_with_http_keeps_its_durable_events() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    eprintln!("{count} messages handled under HTTP load in {:?}", started.elapsed());
+    eprintln!(
+        "{count} messages handled under HTTP load in {:?}",
+        started.elapsed()
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for load in loads {
         let _ = load.await;

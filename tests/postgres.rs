@@ -152,7 +152,11 @@ async fn a_collected_query_of_a_gigabyte_fails_at_the_cap_and_the_host_stays_sma
     assert_eq!(reply.status, 500, "{reply:?}");
     assert!(reply.body.contains("64 MiB"), "{}", reply.body);
     let peak = spindle.peak_resident_memory_bytes();
-    assert!(peak < 300 << 20, "the host's peak RSS was {} MiB", peak >> 20);
+    assert!(
+        peak < 300 << 20,
+        "the host's peak RSS was {} MiB",
+        peak >> 20
+    );
     assert_eq!(spindle.get("/builder").await.status, 200);
 }
 

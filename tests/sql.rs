@@ -136,7 +136,9 @@ database = "beta"
         for url in &self.postgres_urls {
             for role in database_roles(url) {
                 let drop = format!("DROP ROLE IF EXISTS \"{role}\"");
-                let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&server).await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                    .execute(&server)
+                    .await;
             }
         }
     }
@@ -631,7 +633,10 @@ async fn undeliverable_outbox_rows_are_set_aside_and_later_events_arrive(backend
     assert_eq!(set_aside[0].0, stolen_subject);
     assert!(set_aside[0].1.contains("allowed_publish"), "{set_aside:?}");
     assert!(set_aside[1].1.contains("JSON"), "{set_aside:?}");
-    assert!(set_aside[2].1.contains("the server takes at most"), "{set_aside:?}");
+    assert!(
+        set_aside[2].1.contains("the server takes at most"),
+        "{set_aside:?}"
+    );
     let metrics = reqwest::get(format!("{}/metrics", spindle.ops_url()))
         .await
         .expect("GET /metrics")
@@ -663,10 +668,25 @@ async fn a_query_returning_a_gigabyte_is_refused_at_the_cap(backend: Backend) {
     };
     let (status, body) = run(&spindle, "alpha", json!({"steps": [{"query": gigabyte}]})).await;
     assert_eq!(status, 500, "{body}");
-    assert!(body["error"].as_str().unwrap_or_default().contains("64 MiB"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("64 MiB"),
+        "{body}"
+    );
     let peak = spindle.peak_resident_memory_bytes();
-    assert!(peak < 300 << 20, "the host's peak RSS was {} MiB", peak >> 20);
-    let (status, body) = run(&spindle, "alpha", json!({"steps": [{"query": "SELECT 1 AS one"}]})).await;
+    assert!(
+        peak < 300 << 20,
+        "the host's peak RSS was {} MiB",
+        peak >> 20
+    );
+    let (status, body) = run(
+        &spindle,
+        "alpha",
+        json!({"steps": [{"query": "SELECT 1 AS one"}]}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     drop(spindle);
     app.cleanup().await;
@@ -710,7 +730,9 @@ async fn a_statement_that_never_ends_is_cancelled_at_the_timeout(backend: Backen
     let (status, body) = run(&spindle, "alpha", write).await;
     assert_eq!(status, 200, "a write after the endless statement: {body}");
     if let Backend::Postgres = backend {
-        let server = sqlx::PgPool::connect(&postgres_url()).await.expect("connect");
+        let server = sqlx::PgPool::connect(&postgres_url())
+            .await
+            .expect("connect");
         let [app_role, _] = database_roles(&app.postgres_urls[0]);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -767,7 +789,10 @@ async fn postgres_component_roles_reach_only_their_own_database() {
     let [alpha_role, _] = database_roles(alpha_url);
     let as_alpha = format!("{}?user={alpha_role}", beta_url);
     let refused = sqlx::PgPool::connect(&as_alpha).await;
-    let error = refused.err().map(|error| error.to_string()).unwrap_or_default();
+    let error = refused
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
     assert!(error.contains("permission denied for database"), "{error}");
 
     // Settings one call makes are gone for the next (one connection is
@@ -790,6 +815,69 @@ async fn postgres_component_roles_reach_only_their_own_database() {
         assert_eq!(row[1], format!("{ALPHA_TIMEOUT_SECS}s"), "{body}");
     }
     drop(spindle);
+    app.cleanup().await;
+}
+
+/// Two replicas relay one PostgreSQL outbox: each claims the rows it sends
+/// (`FOR UPDATE SKIP LOCKED`), so every row reaches the bus once.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_one_postgres_database_send_each_outbox_row_once() {
+    let client = async_nats::connect(nats_url())
+        .await
+        .expect("connect to NATS");
+    let subject = format!("test.outbox.{}", uuid::Uuid::new_v4().simple());
+    let mut received = client.subscribe(subject.clone()).await.expect("subscribe");
+    client.flush().await.expect("flush the subscription");
+
+    let app = SqlApp::new(Backend::Postgres, Some(&nats_url()));
+    let first = app.start();
+    let second = app.start();
+    let alpha = AlphaDatabase::open(&app, Backend::Postgres).await;
+    let AlphaDatabase::Postgres(pool) = &alpha else {
+        unreachable!("opened on PostgreSQL");
+    };
+    // Written behind the hosts' backs in one go, so both relays find them
+    // on their next sweep (within 2 s) and work through them together.
+    let rows = 3000;
+    sqlx::query(
+        "INSERT INTO spindle.spindle_outbox (subject, body, headers) \
+         SELECT $1, convert_to('row ' || n, 'UTF8'), '[]' FROM generate_series(1, $2) AS n",
+    )
+    .bind(&subject)
+    .bind(rows)
+    .execute(pool)
+    .await
+    .expect("write the outbox rows");
+
+    let mut bodies = std::collections::HashMap::<String, usize>::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while bodies.len() < rows as usize {
+        let message = tokio::time::timeout_at(deadline, received.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {rows} rows arrived", bodies.len()))
+            .expect("the subscription ended");
+        *bodies
+            .entry(String::from_utf8_lossy(&message.payload).into_owned())
+            .or_default() += 1;
+    }
+    // Anything sent twice would follow its first copy closely.
+    client.flush().await.expect("flush");
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), received.next()).await
+    {
+        *bodies
+            .entry(String::from_utf8_lossy(&message.payload).into_owned())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = bodies.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} rows were sent more than once, e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
+    drop((first, second));
+    alpha.close().await;
     app.cleanup().await;
 }
 

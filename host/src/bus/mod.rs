@@ -18,11 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::manifest::MessagingConfig;
-pub use headers::{InvalidHeader, check_header, check_headers, single_line};
-pub use in_process::InProcessBus;
 pub use delivery::{
     Delivery, MAX_LOCAL_REDELIVERIES, MAX_REDELIVERY_DELAY, RetryError, Subscription,
 };
+pub use headers::{InvalidHeader, check_header, check_headers, single_line};
+pub use in_process::InProcessBus;
 pub use nats::NatsBus;
 pub use subject::{is_literal_subject, is_subject_pattern, subject_matches};
 

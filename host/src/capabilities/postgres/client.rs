@@ -175,7 +175,13 @@ impl Connection {
             // What the server sent for the row: about what its decoded
             // values take.
             bytes += (0..row.len())
-                .filter_map(|index| row.try_get_raw(index).ok()?.as_bytes().ok().map(<[u8]>::len))
+                .filter_map(|index| {
+                    row.try_get_raw(index)
+                        .ok()?
+                        .as_bytes()
+                        .ok()
+                        .map(<[u8]>::len)
+                })
                 .sum::<usize>()
                 + std::mem::size_of::<Row>();
             if bytes > MAX_RESULT_BYTES {

@@ -27,8 +27,8 @@ use crate::manifest::App;
 
 use address::Address;
 pub use client::Connection;
-pub(crate) use client::reset_session;
 use client::Pools;
+pub(crate) use client::reset_session;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -438,7 +438,9 @@ fn to_guest_error(error: PgError) -> Error {
         }
         PgError::Query(error) => Error::QueryFailed(wit::QueryError::Text(error.to_string())),
         PgError::Interrupted => Error::Other(PgError::Interrupted.to_string()),
-        PgError::TooLarge => Error::QueryFailed(wit::QueryError::Text(PgError::TooLarge.to_string())),
+        PgError::TooLarge => {
+            Error::QueryFailed(wit::QueryError::Text(PgError::TooLarge.to_string()))
+        }
     }
 }
 

@@ -80,12 +80,17 @@ impl Database {
     /// Connects to a provisioned PostgreSQL database as one of its roles.
     /// A guest's connection is reset before the next call gets it, so
     /// nothing one call sets (`search_path`, a timeout) reaches another.
-    pub async fn open_postgres(options: PgConnectOptions, access: Access) -> Result<Self, sqlx::Error> {
+    pub async fn open_postgres(
+        options: PgConnectOptions,
+        access: Access,
+    ) -> Result<Self, sqlx::Error> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(ACQUIRE_TIMEOUT);
         let pool = match access {
-            Access::Guest { .. } => pool.after_release(crate::capabilities::postgres::reset_session),
+            Access::Guest { .. } => {
+                pool.after_release(crate::capabilities::postgres::reset_session)
+            }
             Access::Host => pool,
         };
         Ok(Self::Postgres(pool.connect_with(options).await?))
@@ -200,7 +205,8 @@ async fn sqlite_query<'c>(
     params: Vec<Value>,
 ) -> Result<RowSet, sqlx::Error> {
     let statement = params::to_sqlite(statement);
-    let rows = sqlx::query_with(AssertSqlSafe(statement), sqlite_arguments(params)?).fetch(executor);
+    let rows =
+        sqlx::query_with(AssertSqlSafe(statement), sqlite_arguments(params)?).fetch(executor);
     capped_row_set(rows, sqlite_value).await
 }
 

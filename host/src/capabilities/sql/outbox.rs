@@ -342,7 +342,10 @@ impl<'a> Session<'a> {
         })
     }
 
-    async fn query(&mut self, statement: &str) -> Result<crate::platform::sql::RowSet, sqlx::Error> {
+    async fn query(
+        &mut self,
+        statement: &str,
+    ) -> Result<crate::platform::sql::RowSet, sqlx::Error> {
         match self {
             Self::Pool(database) => database.query(statement, Vec::new()).await,
             Self::Claimed(transaction) => transaction.query(statement, Vec::new()).await,

@@ -73,13 +73,17 @@ pub async fn provision(admin_url: &str, statement_limit: Duration) -> anyhow::Re
         let app_password = password(admin_url, &app_role);
         ensure_role(&mut server, &host_role, &host_password, "INHERIT").await?;
         ensure_role(&mut server, &app_role, &app_password, "NOINHERIT").await?;
-        ensure_database(&mut server, &database, &host_role, &app_role, statement_limit).await?;
+        ensure_database(
+            &mut server,
+            &database,
+            &host_role,
+            &app_role,
+            statement_limit,
+        )
+        .await?;
         prepare_schemas(&admin, &database, &host_role, &app_role).await?;
         anyhow::Ok(Provisioned {
-            host: admin
-                .clone()
-                .username(&host_role)
-                .password(&host_password),
+            host: admin.clone().username(&host_role).password(&host_password),
             app: admin.clone().username(&app_role).password(&app_password),
             app_role,
         })
@@ -142,10 +146,11 @@ async fn ensure_role(
     password: &str,
     inherit: &str,
 ) -> anyhow::Result<()> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-        .bind(role)
-        .fetch_one(&mut *server)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(role)
+            .fetch_one(&mut *server)
+            .await?;
     let verb = if exists { "ALTER" } else { "CREATE" };
     // The password is hex, so it needs no escaping.
     let statement = format!(

@@ -406,7 +406,9 @@ mod tests {
     }
 
     async fn session(dir: &Path) -> Mutex<Session> {
-        let pool = open_pool(&dir.join("db.sqlite"), Duration::from_secs(30)).await.expect("open");
+        let pool = open_pool(&dir.join("db.sqlite"), Duration::from_secs(30))
+            .await
+            .expect("open");
         let connection = open(Ok(pool), "default".into()).await.expect("open");
         Arc::into_inner(connection.session).expect("sole owner")
     }

@@ -24,9 +24,7 @@ use wasmtime::Engine;
 
 use super::Admissions;
 use super::admission::Admission;
-use crate::bus::{
-    Bus, Delivery, DurableSpec, Message, RetryError, Subscription, SubscriptionSpec,
-};
+use crate::bus::{Bus, Delivery, DurableSpec, Message, RetryError, Subscription, SubscriptionSpec};
 use crate::capabilities::AppCapabilities;
 use crate::engine::{self, LoadedComponent};
 use crate::manifest::{self, App};
@@ -337,7 +335,11 @@ impl Consumer {
 
     /// Runs `work`, telling the server now and then that the delivery is
     /// still being worked on, so it is not redelivered meanwhile.
-    async fn keeping_in_progress<T>(&self, delivery: &Delivery, work: impl Future<Output = T>) -> T {
+    async fn keeping_in_progress<T>(
+        &self,
+        delivery: &Delivery,
+        work: impl Future<Output = T>,
+    ) -> T {
         if !delivery.needs_progress() {
             return work.await;
         }
