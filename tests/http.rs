@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::connections::{closed_by_host, connect, exchange, left_open, stalled_connections};
 use support::{App, Reply, http_manifest};
 
 /// The `spin-*` headers `http-echo` received, as `name → value`.
@@ -274,39 +275,6 @@ fn selecting_an_unknown_component_is_an_error() {
     assert!(stderr.contains("no component `nope`"), "{stderr}");
 }
 
-/// Opens `count` connections to `base_url` that each send half a request
-/// line and then nothing more.
-async fn stalled_connections(base_url: &str, count: usize) -> Vec<tokio::net::TcpStream> {
-    use tokio::io::AsyncWriteExt;
-    let address = base_url.trim_start_matches("http://").trim_end_matches('/');
-    let mut stalled = Vec::with_capacity(count);
-    for _ in 0..count {
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connecting to the app listener");
-        stream
-            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .expect("half a request");
-        stalled.push(stream);
-    }
-    stalled
-}
-
-/// Whether the host closed `stream` (read gives end of file or an error).
-async fn closed_by_host(stream: &mut tokio::net::TcpStream, deadline: Duration) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut buffer = [0u8; 256];
-    loop {
-        match tokio::time::timeout(deadline, stream.read(&mut buffer)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            // A 408 or similar before the close is fine; keep reading.
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_that_never_finish_their_headers_are_closed_while_others_are_served() {
     let app = App::new(&http_manifest(&[("/hello", "hello", "hello")]));
@@ -319,16 +287,9 @@ async fn connections_that_never_finish_their_headers_are_closed_while_others_are
         assert_eq!(reply.status, 200, "{reply:?}");
     }
     // One deadline for all of them: the timeout is 1s.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut still_open = 0;
-    for stream in &mut stalled {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if !closed_by_host(stream, left).await {
-            still_open += 1;
-        }
-    }
     assert_eq!(
-        still_open, 0,
+        left_open(&mut stalled, Duration::from_secs(10)).await,
+        0,
         "connections left open past the header timeout"
     );
     assert_eq!(spindle.get("/hello").await.status, 200);
@@ -349,4 +310,101 @@ async fn past_the_connection_cap_new_connections_wait_and_the_host_keeps_serving
         "served at once ({:?}): the cap did not hold",
         started.elapsed()
     );
+}
+
+const HELLO_REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+const HELLO_BODY: &str = "You asked for /hello\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_alive_connection_left_idle_is_closed_after_the_idle_timeout() {
+    let app = App::new(&http_manifest(&[("/hello", "hello", "hello")]));
+    // A long header timeout, so that only the idle timeout can close it.
+    let spindle = app.start_with(&["--idle-timeout", "1s", "--header-timeout", "30s"]);
+    let mut stream = connect(spindle.base_url()).await;
+    // Kept alive: a second request on the same connection is served.
+    for _ in 0..2 {
+        let answer = exchange(&mut stream, HELLO_REQUEST, HELLO_BODY).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let idle_since = std::time::Instant::now();
+
+    assert!(
+        closed_by_host(&mut stream, Duration::from_secs(10)).await,
+        "an idle connection was kept open past the idle timeout"
+    );
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}, before the idle timeout",
+        idle_since.elapsed()
+    );
+    assert_eq!(spindle.get("/hello").await.status, 200);
+}
+
+/// `http-echo` as component `echo` on `/echo`, taking bodies up to 1 KiB.
+fn echo_with_a_1kib_body_limit() -> App {
+    let manifest = http_manifest(&[("/echo", "echo", "http-echo")])
+        + "\n[component.echo.tool.spindle]\nmax_request_body = \"1KiB\"\n";
+    App::new(&manifest)
+}
+
+/// The `body_length` `http-echo` read.
+fn echoed_body_length(reply: &Reply) -> u64 {
+    assert_eq!(reply.status, 200, "http-echo answered {reply:?}");
+    let echo: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON from http-echo");
+    echo["body_length"].as_u64().expect("a body_length")
+}
+
+#[tokio::test]
+async fn a_body_within_max_request_body_reaches_the_component() {
+    let app = echo_with_a_1kib_body_limit();
+    let spindle = app.start();
+
+    let reply = spindle.post("/echo", &"x".repeat(1024)).await;
+
+    assert_eq!(echoed_body_length(&reply), 1024);
+}
+
+#[tokio::test]
+async fn a_declared_length_over_max_request_body_gets_413_without_calling_the_component() {
+    let app = echo_with_a_1kib_body_limit();
+    let spindle = app.start();
+
+    let refused = spindle.post("/echo", &"x".repeat(1025)).await;
+
+    assert_eq!(refused.status, 413, "{refused:?}");
+    let metrics = reqwest::get(format!("{}/metrics", spindle.ops_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    assert!(
+        !metrics.contains("spindle_instantiation_duration_seconds_count{component=\"echo\"}"),
+        "an instance was started for a refused request:\n{metrics}"
+    );
+    assert_eq!(echoed_body_length(&spindle.post("/echo", "ok").await), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_body_growing_past_max_request_body_gets_413_and_the_host_keeps_serving() {
+    let app = echo_with_a_1kib_body_limit();
+    let spindle = app.start();
+    let mut stream = connect(spindle.base_url()).await;
+    // Four 512-byte chunks and no content-length: only reading finds out.
+    let chunk = format!("200\r\n{}\r\n", "x".repeat(512));
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+        chunk.repeat(4)
+    );
+
+    let answer = exchange(&mut stream, request.as_bytes(), "\r\n\r\n").await;
+
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let within = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{}0\r\n\r\n",
+        chunk.repeat(2)
+    );
+    let mut next = connect(spindle.base_url()).await;
+    let answer = exchange(&mut next, within.as_bytes(), "\"body_length\":1024").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -125,3 +125,31 @@ fn missing_manifest_file_is_reported_with_its_path() {
 
     assert_failed_naming(code, &stderr, &app.manifest_path().display().to_string());
 }
+
+#[test]
+fn bad_max_request_body_is_rejected_naming_the_key() {
+    for (value, problem) in [
+        ("\"16MB\"", "\"16MB\" is not a valid size"),
+        ("0", "\"0\" is not a valid size"),
+    ] {
+        let manifest = format!(
+            "{HEADER}
+[[trigger.http]]
+route = \"/x\"
+component = \"x\"
+
+[component.x]
+source = \"{}\"
+
+[component.x.tool.spindle]
+max_request_body = {value}
+",
+            guest_wasm("hello").display()
+        );
+
+        let (code, stderr) = run_up_expecting_failure(&manifest);
+
+        let error = assert_failed_naming(code, &stderr, "tool.spindle.max_request_body");
+        assert!(error.contains(problem), "{error}");
+    }
+}

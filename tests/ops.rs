@@ -1,6 +1,7 @@
 //! The ops listener's readiness and metrics, against the real binary: `/ready`
 //! follows PostgreSQL and NATS going away and coming back without a restart,
-//! and `/metrics` is Prometheus text whose counters move with traffic.
+//! `/metrics` is Prometheus text whose counters move with traffic, and the
+//! listener holds to the same connection limits as the app listener.
 
 mod support;
 
@@ -8,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
+use support::connections::{left_open, stalled_connections};
 use support::services::{PrivateNats, postgres_url};
-use support::{App, Spindle, guest_wasm};
+use support::{App, Spindle, guest_wasm, http_manifest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -335,5 +337,60 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         after
             .iter()
             .any(|(name, _)| name.starts_with("spindle_outbox_backlog{"))
+    );
+}
+
+/// A plain app: the ops listener's limits need no service behind it.
+fn hello_app() -> App {
+    App::new(&http_manifest(&[("/hello", "hello", "hello")]))
+}
+
+async fn health(ops_url: &str) -> u16 {
+    reqwest::get(format!("{ops_url}/health"))
+        .await
+        .expect("GET /health")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ops_connections_that_never_finish_their_headers_are_closed_while_probes_are_served() {
+    let app = hello_app();
+    let spindle = app.start_with(&["--header-timeout", "1s"]);
+    let ops = spindle.ops_url();
+    let mut stalled = stalled_connections(&ops, 200).await;
+
+    for _ in 0..10 {
+        assert_eq!(health(&ops).await, 200);
+    }
+    assert_eq!(
+        left_open(&mut stalled, Duration::from_secs(10)).await,
+        0,
+        "ops connections left open past the header timeout"
+    );
+    assert_eq!(health(&ops).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_ops_connection_cap_probes_wait_and_the_app_listener_is_not_held_up() {
+    let app = hello_app();
+    let spindle = app.start_with(&["--max-connections", "20", "--header-timeout", "2s"]);
+    let ops = spindle.ops_url();
+    // 20 stalled connections take every ops slot until the header timeout.
+    let _stalled = stalled_connections(&ops, 20).await;
+    let stalled_at = Instant::now();
+
+    // The app listener has slots of its own.
+    assert_eq!(spindle.get("/hello").await.status, 200);
+    assert!(
+        stalled_at.elapsed() < Duration::from_secs(1),
+        "the app listener waited {:?} for the ops listener's slots",
+        stalled_at.elapsed()
+    );
+    assert_eq!(health(&ops).await, 200);
+    assert!(
+        stalled_at.elapsed() >= Duration::from_millis(1500),
+        "probe served after {:?}, before the stalled connections timed out: the ops cap did not hold",
+        stalled_at.elapsed()
     );
 }

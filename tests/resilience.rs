@@ -1,5 +1,5 @@
 //! Resilient outbound HTTP end to end: a guest calls a local server that the
-//! test makes fail, hang or recover on demand, and the server's own count of
+//! test makes fail, hang or recover on demand, and the server's own record of
 //! requests shows what the host's retries, timeouts and breaker did.
 
 mod support;
@@ -31,6 +31,8 @@ enum Mode {
 struct Upstream {
     address: SocketAddr,
     requests: Arc<AtomicUsize>,
+    /// The length of each request body received in full, in order.
+    bodies: Arc<Mutex<Vec<usize>>>,
     mode: Arc<Mutex<Mode>>,
 }
 
@@ -42,18 +44,22 @@ impl Upstream {
         let address = listener.local_addr().expect("the upstream's address");
         let requests = Arc::new(AtomicUsize::new(0));
         let mode = Arc::new(Mutex::new(mode));
-        let (counter, current) = (requests.clone(), mode.clone());
+        let bodies: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let (counter, current, received) = (requests.clone(), mode.clone(), bodies.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (counter, current) = (counter.clone(), current.clone());
+                let (counter, current, received) =
+                    (counter.clone(), current.clone(), received.clone());
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     counter.fetch_add(1, Ordering::SeqCst);
                     let mode = *current.lock().expect("lock");
+                    let received = received.clone();
                     async move {
                         // Read the whole request first, as a real server does:
                         // answering mid-upload makes hyper close the
                         // connection under the client's feet.
-                        request.into_body().collect().await.expect("request body");
+                        let body = request.into_body().collect().await.expect("request body");
+                        received.lock().expect("lock").push(body.to_bytes().len());
                         let status = match mode {
                             Mode::Ok => StatusCode::OK,
                             Mode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -76,6 +82,7 @@ impl Upstream {
         Upstream {
             address,
             requests,
+            bodies,
             mode,
         }
     }
@@ -86,6 +93,10 @@ impl Upstream {
 
     fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    fn bodies(&self) -> Vec<usize> {
+        self.bodies.lock().expect("lock").clone()
     }
 }
 
@@ -160,6 +171,33 @@ async fn a_post_is_retried_only_with_an_idempotency_key() {
         4,
         "with a key it is retried like a GET"
     );
+}
+
+#[tokio::test]
+async fn a_large_post_with_an_idempotency_key_is_delivered_whole_once_and_not_retried() {
+    let upstream = Upstream::start(Mode::Unavailable).await;
+    let (_app, spindle) = start(&upstream, "retries = 2\nbreaker_failures = 100");
+    // Over the host's 1 MiB replay cap: streamed, so it cannot be sent again.
+    let large = 3 << 20;
+
+    let reply = call(
+        &spindle,
+        &upstream,
+        &format!("method=POST&size={large}&key=k&"),
+    )
+    .await;
+
+    assert_eq!(reply.body, "503\nupstream", "{reply:?}");
+    assert_eq!(
+        upstream.bodies(),
+        [large],
+        "one request, with the whole body"
+    );
+
+    // A small body with a key is still kept and retried.
+    let reply = call(&spindle, &upstream, "method=POST&size=1000&key=k&").await;
+    assert_eq!(reply.body, "503\nupstream", "{reply:?}");
+    assert_eq!(upstream.bodies(), [large, 1000, 1000, 1000]);
 }
 
 #[tokio::test]

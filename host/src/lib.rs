@@ -17,12 +17,15 @@
 //!   the outbox and the NATS trigger.
 //! - [`triggers`]: what turns an outside event (an HTTP request, a message)
 //!   into a call.
+//! - [`listener`]: serving HTTP connections under limits, for the app and
+//!   the ops listeners.
 
 pub mod bus;
 pub mod capabilities;
 pub mod cli;
 pub mod engine;
 pub mod health;
+pub mod listener;
 pub mod manifest;
 pub mod metrics;
 pub mod ops;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod connections;
 pub mod openapi;
 pub mod services;
 

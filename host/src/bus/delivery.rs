@@ -63,36 +63,29 @@ impl Subscription {
     /// The next message (a due redelivery first); `None` once the
     /// subscription has ended.
     pub async fn next(&mut self) -> Option<Delivery> {
-        let redeliveries = self.redeliveries.clone();
         tokio::select! {
             biased;
             // The message is out of the queue: its slot is free again.
             Some((message, attempt, _slot)) = self.due.recv() => {
-                Some(Delivery::local(message, attempt, redeliveries))
+                Some(Delivery::local(message, attempt, self.redeliveries.clone()))
             }
-            message = next_from(&mut self.source) => match message? {
-                Arrived::Plain(message) => Some(Delivery::local(message, 1, redeliveries)),
-                Arrived::JetStream(raw) => Some(Delivery::jetstream(raw)),
-            },
+            delivery = next_from(&mut self.source, &self.redeliveries) => delivery,
         }
     }
 }
 
-enum Arrived {
-    Plain(Message),
-    JetStream(jetstream::Message),
-}
-
-async fn next_from(source: &mut Source) -> Option<Arrived> {
+/// The next message from the bus itself, as its first delivery.
+async fn next_from(source: &mut Source, redeliveries: &LocalRedeliveries) -> Option<Delivery> {
+    let local = |message| Delivery::local(message, 1, redeliveries.clone());
     match source {
-        Source::InProcess(receiver) => receiver.recv().await.map(Arrived::Plain),
+        Source::InProcess(receiver) => receiver.recv().await.map(local),
         Source::Core(subscriber) => subscriber
             .next()
             .await
-            .map(|message| Arrived::Plain(nats::from_nats(message))),
+            .map(|message| local(nats::from_nats(message))),
         Source::JetStream(messages) => loop {
             match messages.next().await? {
-                Ok(message) => return Some(Arrived::JetStream(message)),
+                Ok(message) => return Some(Delivery::jetstream(message)),
                 // Heartbeat gaps and reconnects surface here; the stream
                 // recovers on its own.
                 Err(error) => tracing::warn!("JetStream consumer: {error}"),

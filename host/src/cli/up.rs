@@ -14,11 +14,12 @@ use crate::bus::Bus;
 use crate::capabilities::{AppCapabilities, HostSettings};
 use crate::engine::{self, CompileCache, EpochTicker, LoadedComponent};
 use crate::health::Probe;
+use crate::listener::ConnectionLimits;
 use crate::manifest::{self, App, RuntimeConfig};
 use crate::ops::{self, Deployer, Readiness};
 use crate::triggers;
+use crate::triggers::http::HttpTrigger;
 use crate::triggers::http::routes::Route;
-use crate::triggers::http::{ConnectionLimits, HttpTrigger};
 use crate::triggers::nats::NatsTrigger;
 
 /// Runs a Spin app.
@@ -36,14 +37,22 @@ pub struct UpCommand {
     #[arg(long, default_value = "127.0.0.1:3001", env = "SPINDLE_OPS_LISTEN")]
     pub ops_listen: SocketAddr,
 
-    /// How long a client may take to send a request's headers on the app
-    /// listener before its connection is closed, e.g. `10s`.
+    /// How long a client may take to send a request's headers, on the app
+    /// and ops listeners, before its connection is closed, e.g. `10s`.
     #[arg(long, default_value = "10s", value_parser = parse_timeout, env = "SPINDLE_HEADER_TIMEOUT")]
     pub header_timeout: Duration,
 
-    /// Open connections the app listener holds at most; more wait to be accepted.
-    #[arg(long, default_value_t = 10_000, env = "SPINDLE_MAX_CONNECTIONS")]
-    pub max_connections: usize,
+    /// How long a kept-alive connection may stay open with no request in
+    /// flight, on the app and ops listeners, e.g. `60s`. On HTTP/1, hyper
+    /// also bounds the wait for the next request by `--header-timeout`.
+    #[arg(long, default_value = "60s", value_parser = parse_timeout, env = "SPINDLE_IDLE_TIMEOUT")]
+    pub idle_timeout: Duration,
+
+    /// Open connections each listener (app, ops) holds at most; more wait
+    /// to be accepted.
+    #[arg(long, default_value_t = 10_000, env = "SPINDLE_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Bearer token the deploy API requires; without one, deploys are refused.
     /// An empty value or the example Secret's placeholder stops start-up.
@@ -178,19 +187,21 @@ impl UpCommand {
                 readiness: Arc::new(Readiness::new(probes)),
                 admissions: admissions.clone(),
             };
+            let limits = ConnectionLimits {
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections as usize,
+            };
             let ops = tokio::spawn(ops::serve(
                 ops_listener,
                 ops,
+                limits,
                 stop_requested(stopped.clone()),
             ));
             let consuming = {
                 let nats = nats.clone();
                 let stopped = stopped.clone();
                 tokio::spawn(async move { nats.run(stopped).await })
-            };
-            let limits = ConnectionLimits {
-                header_timeout: self.header_timeout,
-                max_connections: self.max_connections,
             };
             trigger
                 .serve(listener, limits, stop_requested(stopped))

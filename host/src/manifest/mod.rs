@@ -144,6 +144,9 @@ pub struct SpindleSettings {
     pub timeout: Option<Duration>,
     /// Linear memory limit per instance in bytes, from e.g. `"64MiB"`.
     pub memory_limit: Option<u64>,
+    /// Largest request body the HTTP trigger passes to it, in bytes, from
+    /// e.g. `"16MiB"` or `1048576`; a larger one is answered 413.
+    pub max_request_body: Option<u64>,
     /// The managed database label this component owns.
     pub database: Option<String>,
     /// The migrations folder for `database`, joined to the base dir.

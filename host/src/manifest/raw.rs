@@ -184,6 +184,18 @@ pub(super) enum Command {
     Many(Vec<String>),
 }
 
+/// A size written with a unit (`"16MiB"`) or as a whole number of bytes;
+/// both are checked by the same parser in `validate`.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`max_request_body` must be a size such as \"16MiB\" or a whole number of bytes"
+)]
+pub(super) enum Size {
+    Bytes(i64),
+    Text(String),
+}
+
 /// Only `tool.spindle` is ours; other tools' tables are ignored.
 #[derive(Deserialize, Default)]
 pub(super) struct ComponentTools {
@@ -196,6 +208,7 @@ pub(super) struct Spindle {
     pub max_concurrency: Option<u32>,
     pub timeout: Option<String>,
     pub memory_limit: Option<String>,
+    pub max_request_body: Option<Size>,
     pub database: Option<String>,
     pub migrations: Option<String>,
     #[serde(default)]

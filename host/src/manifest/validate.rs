@@ -293,6 +293,16 @@ fn spindle_settings(
         .map(parse_size)
         .transpose()
         .map_err(|e| errors.at(at("memory_limit"), e))?;
+    let max_request_body = raw
+        .max_request_body
+        .map(|size| match size {
+            // A plain number goes through the same parser, which refuses
+            // zero and negative values with the same message.
+            raw::Size::Bytes(bytes) => parse_size(&bytes.to_string()),
+            raw::Size::Text(text) => parse_size(&text),
+        })
+        .transpose()
+        .map_err(|e| errors.at(at("max_request_body"), e))?;
     if raw
         .database
         .as_deref()
@@ -318,6 +328,7 @@ fn spindle_settings(
         max_concurrency: raw.max_concurrency,
         timeout,
         memory_limit,
+        max_request_body,
         database: raw.database,
         migrations: raw.migrations.map(|dir| base_dir.join(dir)),
         allowed_publish: raw.allowed_publish,
@@ -541,6 +552,7 @@ watch = ["src/**/*.rs"]
 max_concurrency = 8
 timeout = "30s"
 memory_limit = "64MiB"
+max_request_body = "1MiB"
 database = "orders"
 migrations = "migrations"
 allowed_publish = ["orders.created", "audit.>"]
@@ -659,6 +671,7 @@ command = ["make one", "make two"]
                 max_concurrency: Some(8),
                 timeout: Some(Duration::from_secs(30)),
                 memory_limit: Some(64 << 20),
+                max_request_body: Some(1 << 20),
                 database: Some("orders".into()),
                 migrations: Some(PathBuf::from("apps/demo/migrations")),
                 allowed_publish: vec!["orders.created".into(), "audit.>".into()],
@@ -940,6 +953,43 @@ command = ["make one", "make two"]
         ));
         assert_contains(&message, "tool.spindle.memory_limit");
         assert_contains(&message, "\"64MB\" is not a valid size");
+    }
+
+    #[test]
+    fn max_request_body_takes_a_size_or_a_number_of_bytes() {
+        let app = parse_ok(&with(
+            "[component.hello.tool.spindle]\nmax_request_body = 65536\n",
+        ));
+        assert_eq!(
+            app.components["hello"].spindle.max_request_body,
+            Some(65536)
+        );
+        let app = parse_ok(&with(
+            "[component.hello.tool.spindle]\nmax_request_body = \"16MiB\"\n",
+        ));
+        assert_eq!(
+            app.components["hello"].spindle.max_request_body,
+            Some(16 << 20)
+        );
+    }
+
+    #[test]
+    fn bad_max_request_body_is_rejected_naming_the_key() {
+        for (value, problem) in [
+            ("\"16MB\"", "\"16MB\" is not a valid size"),
+            ("0", "\"0\" is not a valid size"),
+            ("-1", "\"-1\" is not a valid size"),
+        ] {
+            let message = parse_err(&with(&format!(
+                "[component.hello.tool.spindle]\nmax_request_body = {value}\n"
+            )));
+            assert_contains(&message, "[component.hello] tool.spindle.max_request_body");
+            assert_contains(&message, problem);
+        }
+        let message = parse_err(&with(
+            "[component.hello.tool.spindle]\nmax_request_body = true\n",
+        ));
+        assert_contains(&message, "`max_request_body` must be a size");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! never queue behind application traffic: `GET /health` (liveness),
 //! `GET /ready` (readiness of every dependency), `GET /metrics`
 //! (Prometheus) and the deploy API (`PUT /components/{id}`, bearer token).
+//! It is served with the same connection limits as the app listener, but
+//! its own connection slots, so a flood on one never starves the other.
 
 mod deploy;
 mod ready;
@@ -13,8 +15,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::listener::{self, ConnectionLimits};
 use crate::metrics;
 use crate::triggers::Admissions;
 pub use deploy::{Deployer, check_token};
@@ -47,16 +51,16 @@ pub fn router(ops: Ops) -> Router {
         .merge(deploys)
 }
 
-/// Serves the ops routes on `listener` until `shutdown` resolves.
+/// Serves the ops routes on `listener`, under `limits`, until `shutdown`
+/// resolves.
 pub async fn serve(
     listener: TcpListener,
     ops: Ops,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(ops))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let service = TowerToHyperService::new(router(ops));
+    listener::serve("ops", listener, limits, |_client| service.clone(), shutdown).await
 }
 
 /// Liveness: the process is up and its runtime answers.

@@ -31,7 +31,7 @@ use crate::engine;
 use crate::manifest::{App, RuntimeConfig};
 use crate::metrics;
 use crate::telemetry;
-use resilience::{Breaker, Policy, ReplayableRequest, Resilience};
+use resilience::{Breaker, Policy, Replay, ReplayableRequest, Resilience};
 
 /// `http://<component-id>.spin.internal` addresses one component of the app.
 pub const SERVICE_CHAINING_SUFFIX: &str = ".spin.internal";
@@ -219,7 +219,16 @@ async fn send_with_policy(
         return attempt(send(request), policy.timeout, &breaker, &outcomes, &span).await;
     }
     // Read the body once, so that each attempt sends the same bytes.
-    let request = ReplayableRequest::read(request).await?;
+    let request = match ReplayableRequest::read(request).await? {
+        Replay::Replayable(request) => request,
+        Replay::Once(request) => {
+            tracing::debug!(
+                "request body over {} bytes: streamed once, not retried",
+                resilience::MAX_REPLAY_BODY
+            );
+            return attempt(send(request), policy.timeout, &breaker, &outcomes, &span).await;
+        }
+    };
     let mut retry = 0;
     loop {
         let outcome = attempt(
@@ -369,7 +378,10 @@ mod tests {
     use super::*;
     use crate::capabilities::HostSettings;
     use crate::manifest;
-    use http_body_util::Empty;
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use http_body_util::{Empty, StreamBody};
+    use hyper::body::Frame;
     use std::path::Path;
     use std::sync::Mutex;
 
@@ -498,6 +510,84 @@ mod tests {
                 (LocalTarget::Component("b".into()), "/x".into()),
                 (LocalTarget::App, "/y".into()),
             ]
+        );
+    }
+
+    /// A 2 MiB body whose last chunk comes only when `last` is sent.
+    fn large_body_held_open() -> (WasiBody, tokio::sync::oneshot::Sender<()>, usize) {
+        const CHUNK: usize = 64 << 10;
+        let chunks = 2 * resilience::MAX_REPLAY_BODY as usize / CHUNK;
+        let (last, release) = tokio::sync::oneshot::channel::<()>();
+        let first = futures::stream::iter(
+            (0..chunks - 1).map(|_| Ok(Frame::data(Bytes::from(vec![b'x'; CHUNK])))),
+        );
+        let rest = futures::stream::once(async move {
+            let _ = release.await;
+            Ok(Frame::data(Bytes::from(vec![b'x'; CHUNK])))
+        });
+        let body = StreamBody::new(first.chain(rest)).boxed_unsync();
+        (body, last, chunks * CHUNK)
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_replay_cap_is_streamed_once_and_not_retried() {
+        let state = app_state("[\"http://upstream.test\"]", "");
+        let policy = Policy {
+            timeout: Duration::from_secs(10),
+            retries: 2,
+            breaker_failures: 100,
+            breaker_cooldown: Duration::from_secs(1),
+        };
+        let breaker = state
+            .resilience
+            .breaker("a", "http://upstream.test", &policy);
+        let outcomes = Outcomes {
+            component: "a".into(),
+            destination: "http://upstream.test".into(),
+        };
+        let (body, last, length) = large_body_held_open();
+        let request = Request::post("http://upstream.test/")
+            .header("idempotency-key", "k")
+            .body(body)
+            .expect("valid request");
+        let sent = Arc::new(tokio::sync::Notify::new());
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        // The upstream reads the whole body and answers 503, worth a retry.
+        let send = {
+            let (sent, delivered) = (sent.clone(), delivered.clone());
+            move |request: Request<WasiBody>| -> BoxFuture<'static, SendResult> {
+                sent.notify_one();
+                let delivered = delivered.clone();
+                Box::pin(async move {
+                    let body = request.into_body().collect().await?.to_bytes();
+                    delivered.lock().expect("not poisoned").push(body.len());
+                    let mut response =
+                        Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+                    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                    Ok((response, no_io()))
+                })
+            }
+        };
+        let call = tokio::spawn(send_with_policy(
+            request,
+            policy,
+            breaker,
+            outcomes,
+            tracing::Span::none(),
+            send,
+        ));
+
+        // Sent while the guest is still writing: not read into memory first.
+        tokio::time::timeout(Duration::from_secs(5), sent.notified())
+            .await
+            .expect("the request went out before its body ended");
+        last.send(()).expect("the body is still being read");
+        let (response, _io) = call.await.expect("the call").expect("an answer");
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            *delivered.lock().expect("not poisoned"),
+            vec![length],
+            "delivered whole, once"
         );
     }
 

@@ -6,19 +6,23 @@
 //! config's `[[outbound_http]]`, then the defaults, field by field. One
 //! attempt has `timeout` to answer. Idempotent methods (and other requests
 //! carrying an `Idempotency-Key`) are retried `retries` times on a failure or
-//! a 502/503/504, with exponential backoff and full jitter. A breaker per
+//! a 502/503/504, with exponential backoff and full jitter, if their body
+//! fits in `MAX_REPLAY_BODY` (a longer one is streamed once). A breaker per
 //! component and destination opens after `breaker_failures` failures in a
 //! row (or when half of the last calls failed), fails calls fast while
 //! open, lets one probe through after `breaker_cooldown`, and closes when
 //! the probe succeeds.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::WasiBody;
 
 use crate::manifest::{App, OutboundPolicy, RuntimeConfig};
@@ -148,6 +152,20 @@ pub fn backoff(retry: u32) -> Duration {
     cap.mul_f64(fraction)
 }
 
+/// The largest request body kept in memory so that the request can be sent
+/// again. A longer body is streamed to the upstream once, and its request
+/// is not retried: retries must never make the host hold a large upload.
+pub const MAX_REPLAY_BODY: u64 = 1 << 20;
+
+/// A request read for retrying: its body in memory, or the request as it
+/// was (streaming) because its body is longer than `MAX_REPLAY_BODY`.
+pub enum Replay {
+    /// The whole body was read; the request can be sent as often as needed.
+    Replayable(ReplayableRequest),
+    /// The body is too long to keep; send this request once.
+    Once(Request<WasiBody>),
+}
+
 /// A request whose body was read into memory, so it can be sent again.
 pub struct ReplayableRequest {
     parts: http::request::Parts,
@@ -155,11 +173,36 @@ pub struct ReplayableRequest {
 }
 
 impl ReplayableRequest {
-    /// Reads the whole body of `request`.
-    pub async fn read(request: Request<WasiBody>) -> wasmtime_wasi_http::Result<Self> {
-        let (parts, body) = request.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(Self { parts, body })
+    /// Reads the body of `request` up to `MAX_REPLAY_BODY` bytes. A longer
+    /// one stops the reading: the request comes back as [`Replay::Once`],
+    /// with the bytes already read put back in front of the rest.
+    pub async fn read(request: Request<WasiBody>) -> wasmtime_wasi_http::Result<Replay> {
+        let (parts, mut body) = request.into_parts();
+        if body.size_hint().lower() > MAX_REPLAY_BODY {
+            return Ok(Replay::Once(Request::from_parts(parts, body)));
+        }
+        let mut read = Vec::new();
+        let mut length = 0;
+        while let Some(frame) = body.frame().await {
+            // Trailers are not replayed (`copy` sends data only), as before.
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            length += data.len() as u64;
+            read.push(data);
+            if length > MAX_REPLAY_BODY {
+                let body = Rejoined {
+                    read: read.into(),
+                    rest: body,
+                };
+                return Ok(Replay::Once(Request::from_parts(
+                    parts,
+                    body.boxed_unsync(),
+                )));
+            }
+        }
+        let body = read.concat().into();
+        Ok(Replay::Replayable(Self { parts, body }))
     }
 
     /// A fresh copy to send.
@@ -174,6 +217,43 @@ impl ReplayableRequest {
         *request.version_mut() = self.parts.version;
         *request.headers_mut() = self.parts.headers.clone();
         request
+    }
+}
+
+/// A body whose first chunks were already read: they go out first, then
+/// the rest as it comes.
+struct Rejoined {
+    read: VecDeque<Bytes>,
+    rest: WasiBody,
+}
+
+impl Body for Rejoined {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.read.pop_front() {
+            Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let read: u64 = self.read.iter().map(|data| data.len() as u64).sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + read);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + read);
+        }
+        hint
     }
 }
 
@@ -417,6 +497,50 @@ mod tests {
             breaker.admit().expect("closed").record(index % 2 == 0);
         }
         assert!(breaker.admit().is_err());
+    }
+
+    /// A POST whose body comes in `chunks`, each of 512 KiB of one letter.
+    fn post_of(chunks: &[u8]) -> Request<WasiBody> {
+        let frames: Vec<_> = chunks
+            .iter()
+            .map(|letter| Ok(Frame::data(Bytes::from(vec![*letter; 512 << 10]))))
+            .collect();
+        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        Request::post("http://upstream.test/")
+            .body(body.boxed_unsync())
+            .expect("valid request")
+    }
+
+    fn letters(chunks: &[u8]) -> Vec<u8> {
+        chunks
+            .iter()
+            .flat_map(|letter| vec![*letter; 512 << 10])
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_replay_cap_is_kept_and_sent_whole_each_time() {
+        let Replay::Replayable(request) =
+            ReplayableRequest::read(post_of(b"ab")).await.expect("read")
+        else {
+            panic!("1 MiB fits in the replay cap");
+        };
+        for _ in 0..2 {
+            let body = request.copy().into_body().collect().await.expect("body");
+            assert_eq!(body.to_bytes(), letters(b"ab"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_replay_cap_comes_back_whole_and_in_order_to_send_once() {
+        let Replay::Once(request) = ReplayableRequest::read(post_of(b"abcd"))
+            .await
+            .expect("read")
+        else {
+            panic!("2 MiB is over the replay cap");
+        };
+        let body = request.into_body().collect().await.expect("body");
+        assert_eq!(body.to_bytes(), letters(b"abcd"));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The HTTP trigger: Spin's routes and `spin-*` headers in front of the
 //! components' `wasi:http` handlers.
 //!
-//! `routes` is the pure table, `handler` the instance policy per component;
-//! this file owns the accept loop, graceful shutdown and the mapping of
-//! outcomes to status codes (no route 404, trap 500, overrun 504). It also
-//! serves service-chaining requests in-process, as outbound_http's
-//! `LocalDispatch`.
+//! `routes` is the pure table, `handler` the instance policy per component,
+//! `body_limit` the cap on request bodies (connections and their limits are
+//! [`crate::listener`]'s, shared with the ops listener); this file maps
+//! outcomes to status codes (no route 404, body too large 413, trap 500,
+//! overrun 504). It also serves service-chaining requests in-process, as
+//! outbound_http's `LocalDispatch`.
 
+mod body_limit;
 mod handler;
 pub mod routes;
 
@@ -23,11 +25,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler};
@@ -37,6 +35,7 @@ use super::admission::Admission;
 use crate::capabilities::AppCapabilities;
 use crate::capabilities::outbound_http::{LocalDispatch, LocalTarget};
 use crate::engine::LoadedComponent;
+use crate::listener::{self, ConnectionLimits};
 use crate::manifest::{App, HttpRoute};
 use crate::{metrics, telemetry};
 use handler::ComponentInstances;
@@ -57,19 +56,6 @@ const CHAINED_CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOS
 /// What an overloaded component's callers are told to wait, in seconds.
 const RETRY_AFTER_SECONDS: &str = "1";
 
-/// How long in-flight requests get to finish once shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// What one client may hold open on the app listener.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// A connection that has not sent a request's headers within this long
-    /// is closed (slow-loris clients hold nothing for long).
-    pub header_timeout: Duration,
-    /// Open connections at most; more wait to be accepted.
-    pub max_connections: usize,
-}
-
 /// Routes HTTP requests to the app's components.
 pub struct HttpTrigger {
     router: Router,
@@ -82,6 +68,8 @@ pub struct HttpTrigger {
 /// One HTTP-triggered component: who may call it now, and its instances.
 struct HttpComponent {
     admission: Arc<Admission>,
+    /// Request bodies longer than this get 413; see `body_limit`.
+    max_request_body: u64,
     /// Swapped whole by a deploy; a call clones it (an `Arc`) at its start,
     /// so calls already running finish on the version they began with.
     handler: RwLock<ProxyHandler<ComponentInstances>>,
@@ -108,8 +96,14 @@ impl HttpTrigger {
                 let admission = admissions.get(&trigger.component).cloned().ok_or_else(|| {
                     anyhow::anyhow!("component `{}` has no admission control", trigger.component)
                 })?;
+                let max_request_body = loaded
+                    .config
+                    .spindle
+                    .max_request_body
+                    .unwrap_or(body_limit::DEFAULT_MAX_REQUEST_BODY);
                 let component = HttpComponent {
                     admission,
+                    max_request_body,
                     handler: RwLock::new(ProxyHandler::new(instances)),
                 };
                 components_by_id.insert(trigger.component.clone(), component);
@@ -161,57 +155,14 @@ impl HttpTrigger {
         limits: ConnectionLimits,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout);
-        // A permit per open connection: past the cap, new connections wait
-        // in the kernel's backlog until one closes.
-        let open = Arc::new(Semaphore::new(limits.max_connections));
-        let graceful = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                permit = open.clone().acquire_owned() => permit?,
-                () = &mut shutdown => break,
-            };
-            let (stream, client) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of descriptors and the like: back off, keep serving.
-                        tracing::warn!("accept failed: {error}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
+        let service_for = |client: SocketAddr| {
             let trigger = self.clone();
-            let service = hyper::service::service_fn(move |request| {
+            hyper::service::service_fn(move |request| {
                 let trigger = trigger.clone();
                 async move { Ok::<_, Infallible>(trigger.handle(request, client).await) }
-            });
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection.into_owned());
-            tokio::spawn(async move {
-                let _open = permit;
-                if let Err(error) = connection.await {
-                    tracing::debug!(%client, "connection ended: {error}");
-                }
-            });
-        }
-        drop(listener);
-        tracing::info!("shutting down: finishing in-flight requests");
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("in-flight requests still running after {SHUTDOWN_GRACE:?}; exiting");
-        }
-        Ok(())
+            })
+        };
+        listener::serve("app", listener, limits, service_for, shutdown).await
     }
 
     async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<WasiBody> {
@@ -266,6 +217,11 @@ impl HttpTrigger {
         let Some(component) = self.components.get(&matched.route.component) else {
             return empty_response(StatusCode::NOT_FOUND);
         };
+        // Refused before it takes an admission slot or an instance.
+        if body_limit::declared_over(request.headers(), component.max_request_body) {
+            tracing::debug!(component = %matched.route.component, %path, "request body over max_request_body");
+            return empty_response(StatusCode::PAYLOAD_TOO_LARGE);
+        }
         let Ok(_running) = component.admission.admit().await else {
             tracing::debug!(component = %matched.route.component, %path, "overloaded: turned away");
             return overloaded_response();
@@ -281,6 +237,9 @@ impl HttpTrigger {
                 return empty_response(StatusCode::BAD_REQUEST);
             }
         };
+        let (parts, body) = request.into_parts();
+        let (body, overrun) = body_limit::limit(body, component.max_request_body);
+        let request = Request::from_parts(parts, body);
         // The deadline is enforced here too: a guest that never yields may
         // keep the instance's own timer from firing.
         let span = if telemetry::traces_on() {
@@ -295,6 +254,12 @@ impl HttpTrigger {
             tracing::warn!(component = %handler.state().id(), %path, "request timed out");
             return empty_response(StatusCode::GATEWAY_TIMEOUT);
         };
+        // The guest's read of the body failed before it answered: whatever
+        // it made of that (an error, a trap), the cause is the body's size.
+        if overrun.happened() {
+            tracing::debug!(component = %handler.state().id(), %path, "request body cut off at max_request_body");
+            return empty_response(StatusCode::PAYLOAD_TOO_LARGE);
+        }
         match outcome {
             Ok(response) => response,
             Err(error) if error.is::<ExpirationError>() => {

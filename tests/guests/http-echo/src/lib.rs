@@ -1,11 +1,14 @@
 //! Test guest: echoes the request as JSON so tests can check what the host
 //! passed to the component — the method, the path and query as the component
-//! saw them, and every `spin-*` header the host added (routing, client address).
+//! saw them, every `spin-*` header the host added (routing, client address),
+//! and the length of the body it read in full.
 
+use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
 
-/// Answers 200 with `{"method", "path_and_query", "headers": {spin-* name: value}}`.
+/// Answers 200 with `{"method", "path_and_query", "headers": {spin-* name:
+/// value}, "body_length"}`, or 500 with the error if the body cannot be read.
 #[http_service]
 async fn echo(req: Request) -> Result<impl IntoResponse, http::Error> {
     // `HeaderName`s are already lowercase; a repeated header keeps its last value,
@@ -20,13 +23,21 @@ async fn echo(req: Request) -> Result<impl IntoResponse, http::Error> {
         })
         .collect();
     let path_and_query = req.uri().path_and_query().map_or("", |pq| pq.as_str());
-    let body = serde_json::json!({
+    let mut echo = serde_json::json!({
         "method": req.method().as_str(),
         "path_and_query": path_and_query,
         "headers": spin_headers,
     });
+    match req.into_body().bytes().await {
+        Ok(body) => echo["body_length"] = body.len().into(),
+        Err(error) => {
+            return http::Response::builder()
+                .status(500)
+                .body(format!("reading the request body failed: {error:?}"));
+        }
+    }
     http::Response::builder()
         .status(200)
         .header("content-type", "application/json")
-        .body(body.to_string())
+        .body(echo.to_string())
 }
