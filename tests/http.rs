@@ -58,6 +58,19 @@ async fn named_segment_is_passed_as_spin_path_match_header() {
 }
 
 #[tokio::test]
+async fn underscores_in_segment_names_become_hyphens_in_the_header_name() {
+    let route = "/base/:path_segment/:path_end/...";
+    let app = App::new(&http_manifest(&[(route, "base", "http-echo")]));
+    let spindle = app.start();
+
+    let reply = spindle.get("/base/one/two/rest").await;
+
+    assert_eq!(echoed_header(&reply, "spin-path-match-path-segment"), "one");
+    assert_eq!(echoed_header(&reply, "spin-path-match-path-end"), "two");
+    assert_eq!(echoed_header(&reply, "spin-path-info"), "/rest");
+}
+
+#[tokio::test]
 async fn wildcard_route_passes_the_rest_as_spin_path_info() {
     let app = App::new(&http_manifest(&[("/files/...", "files", "http-echo")]));
     let spindle = app.start();

@@ -96,3 +96,53 @@ fn missing_required_variable_stops_up_naming_it() {
     assert_ne!(code, 0);
     assert!(stderr.contains("`secret_key` is required"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_env_variables_provider_reads_its_prefix_and_its_dotenv_file() {
+    let app = App::new(&manifest());
+    let config = app.dir().join("runtime-config.toml");
+    std::fs::write(
+        app.dir().join("app.env"),
+        "MYAPP_AUDIENCE=\"provider file\"\n",
+    )
+    .expect("write the dotenv file");
+    std::fs::write(
+        &config,
+        "[[variables_provider]]\ntype = \"env\"\nprefix = \"MYAPP\"\ndotenv_path = \"app.env\"\n",
+    )
+    .expect("write the runtime config");
+    let spindle = app.start_with_env(
+        &[
+            "--runtime-config-file",
+            config.to_str().expect("utf-8 path"),
+        ],
+        &[("MYAPP_SECRET_KEY", "from-provider-env")],
+    );
+    assert_eq!(
+        spindle.get("/vars/message").await.body,
+        "hello, provider file!"
+    );
+    assert_eq!(spindle.get("/vars/key").await.body, "from-provider-env");
+}
+
+#[tokio::test]
+async fn a_secret_store_variables_provider_stops_start_up_naming_it() {
+    let app = App::new(&manifest());
+    let config = app.dir().join("runtime-config.toml");
+    std::fs::write(
+        &config,
+        "[[variables_provider]]\ntype = \"vault\"\nurl = \"http://127.0.0.1:8200\"\n",
+    )
+    .expect("write the runtime config");
+    let (code, stderr) = app.run_up_expecting_failure_with(&[
+        "--runtime-config-file",
+        config.to_str().expect("utf-8 path"),
+        "--variable",
+        "secret_key=k",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("variables_provider") && stderr.contains("vault"),
+        "{stderr}"
+    );
+}

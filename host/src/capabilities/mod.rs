@@ -65,7 +65,8 @@ impl AppCapabilities {
         bus: &Bus,
     ) -> anyhow::Result<Self> {
         // Other capabilities render their manifest templates with these.
-        let variables = variables::AppState::configure(app, settings)?;
+        let variables =
+            variables::AppState::configure(app, &runtime_config.variables_providers, settings)?;
         Ok(Self {
             key_value: key_value::AppState::configure(app, runtime_config, settings).await?,
             sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,

@@ -2,11 +2,13 @@
 //!
 //! Granted by `[component.x.variables]`, whose values are templates over the
 //! app's `[variables]`. App variables come from, lowest first: the manifest
-//! default, `.env` beside the manifest, `SPIN_VARIABLE_<NAME>` in the
+//! default, the runtime config's `[[variables_provider]]`s (the first listed
+//! wins), `.env` beside the manifest, `SPIN_VARIABLE_<NAME>` in the
 //! environment, `--variable name=value`. All are resolved once at start-up:
 //! a required variable without a value stops `up` before anything binds.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -14,7 +16,7 @@ use wasmtime::component::{Accessor, HasData, Linker};
 
 use super::HostSettings;
 use crate::engine;
-use crate::manifest::{self, App};
+use crate::manifest::{self, App, VariablesProvider};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -28,7 +30,7 @@ use bindings::spin::variables::variables::{self as wit, Error};
 
 /// Environment variables read as app variables: `SPIN_VARIABLE_API_KEY`
 /// sets `api_key`, as in Spin.
-const ENV_PREFIX: &str = "SPIN_VARIABLE_";
+const ENV_PREFIX: &str = "SPIN_VARIABLE";
 
 /// Resolved variables of every component, built once at start-up.
 pub struct AppState {
@@ -41,9 +43,29 @@ pub struct AppState {
 impl AppState {
     /// Resolves app variables from every provider and renders each
     /// component's templates; fails on a required variable with no value.
-    pub fn configure(app: &App, settings: &HostSettings) -> anyhow::Result<Self> {
-        let mut provided = dotenv_values(app)?;
-        provided.extend(env_values(std::env::vars()));
+    pub fn configure(
+        app: &App,
+        providers: &[VariablesProvider],
+        settings: &HostSettings,
+    ) -> anyhow::Result<Self> {
+        // Lowest first: later sources overwrite earlier ones.
+        let mut provided = BTreeMap::new();
+        for VariablesProvider::Env {
+            prefix,
+            dotenv_path,
+        } in providers.iter().rev()
+        {
+            let prefix = prefix.as_deref().unwrap_or(ENV_PREFIX);
+            if let Some(path) = dotenv_path {
+                provided.extend(dotenv_values(path, prefix)?);
+            }
+            provided.extend(env_values(std::env::vars(), prefix));
+        }
+        let default_dotenv = app.base_dir.join(".env");
+        if default_dotenv.exists() {
+            provided.extend(dotenv_values(&default_dotenv, ENV_PREFIX)?);
+        }
+        provided.extend(env_values(std::env::vars(), ENV_PREFIX));
         provided.extend(settings.cli_variables.iter().cloned());
 
         let mut app_values = HashMap::new();
@@ -54,7 +76,7 @@ impl AppState {
                 }
                 None if variable.required => bail!(
                     "variable `{name}` is required but has no value; set it with \
-                     `--variable {name}=...`, {ENV_PREFIX}{} or a .env file beside {}",
+                     `--variable {name}=...`, {ENV_PREFIX}_{} or a .env file beside {}",
                     name.to_uppercase(),
                     app.manifest_path.display()
                 ),
@@ -156,26 +178,25 @@ fn replace_placeholder(text: &str, name: &str, value: &str) -> String {
     out
 }
 
-/// `SPIN_VARIABLE_*` pairs from an environment, as app variable names.
-fn env_values(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
+/// `<PREFIX>_*` pairs from an environment, as app variable names.
+fn env_values(
+    vars: impl Iterator<Item = (String, String)>,
+    prefix: &str,
+) -> BTreeMap<String, String> {
     vars.filter_map(|(key, value)| {
-        let name = key.strip_prefix(ENV_PREFIX)?.to_lowercase();
+        let name = key.strip_prefix(prefix)?.strip_prefix('_')?.to_lowercase();
         Some((name, value))
     })
     .collect()
 }
 
-/// `.env` beside the manifest holds the same `SPIN_VARIABLE_*` lines.
-fn dotenv_values(app: &App) -> anyhow::Result<BTreeMap<String, String>> {
-    let path = app.base_dir.join(".env");
-    if !path.exists() {
-        return Ok(BTreeMap::new());
-    }
-    let entries = dotenvy::from_path_iter(&path)
+/// A dotenv file's `<PREFIX>_*` lines, as app variable names.
+fn dotenv_values(path: &Path, prefix: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let entries = dotenvy::from_path_iter(path)
         .with_context(|| format!("reading {}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing {}", path.display()))?;
-    Ok(env_values(entries.into_iter()))
+    Ok(env_values(entries.into_iter(), prefix))
 }
 
 #[cfg(test)]
@@ -206,6 +227,7 @@ mod tests {
     fn component_templates_render_the_manifest_default() {
         let state = AppState::configure(
             &app("[variables]\nname = { default = \"world\" }"),
+            &[],
             &settings(&[]),
         )
         .expect("configure");
@@ -220,6 +242,7 @@ mod tests {
     fn command_line_beats_the_default() {
         let state = AppState::configure(
             &app("[variables]\nname = { default = \"world\" }"),
+            &[],
             &settings(&[("name", "spindle")]),
         )
         .expect("configure");
@@ -234,6 +257,7 @@ mod tests {
     fn missing_required_variable_stops_start_up_naming_it() {
         let error = AppState::configure(
             &app("[variables]\nname = { required = true }"),
+            &[],
             &settings(&[]),
         )
         .err()
@@ -247,10 +271,32 @@ mod tests {
             ("SPIN_VARIABLE_API_KEY".to_string(), "k".to_string()),
             ("PATH".to_string(), "/bin".to_string()),
         ];
-        let values = env_values(vars.into_iter());
+        let values = env_values(vars.into_iter(), ENV_PREFIX);
         assert_eq!(
             values.into_iter().collect::<Vec<_>>(),
             vec![("api_key".to_string(), "k".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_provider_reads_its_own_prefix_and_its_dotenv_file_below_the_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dotenv = dir.path().join("app.env");
+        std::fs::write(&dotenv, "APPVARS_NAME=from-provider-file\n").expect("write");
+        let provider = VariablesProvider::Env {
+            prefix: Some("APPVARS".into()),
+            dotenv_path: Some(dotenv),
+        };
+        let state = AppState::configure(
+            &app("[variables]\nname = { default = \"world\" }"),
+            &[provider],
+            &settings(&[]),
+        )
+        .expect("configure");
+        let values = state.instance_state("c").values;
+        assert_eq!(
+            values.get("greeting").map(String::as_str),
+            Some("hello from-provider-file!")
         );
     }
 

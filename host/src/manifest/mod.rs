@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use runtime_config::{
     DatabaseConfig, KeyValueStoreConfig, MessagingConfig, RuntimeConfig, SqliteDatabaseConfig,
-    load_runtime_config, parse_runtime_config,
+    VariablesProvider, load_runtime_config, parse_runtime_config,
 };
 pub use syntax::{
     SyntaxError, check_component_id, check_route, check_variable_name, parse_duration, parse_size,

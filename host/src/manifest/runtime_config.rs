@@ -29,9 +29,27 @@ pub struct RuntimeConfig {
     /// `[[outbound_http]]`: resilience of outbound HTTP by host pattern.
     #[serde(default)]
     pub outbound_http: Vec<super::OutboundPolicy>,
-    /// `[[variables_provider]]`, kept raw until the variables capability types them.
+    /// `[[variables_provider]]`: where app variables come from, in order,
+    /// after `--variable` and the default `SPIN_VARIABLE_*` / `.env`.
     #[serde(default, rename = "variables_provider")]
-    pub variables_providers: Vec<toml::Table>,
+    pub variables_providers: Vec<VariablesProvider>,
+}
+
+/// One `[[variables_provider]]`. Spin's `vault` and `azure_key_vault` types
+/// are refused (unknown variant): Spindle reads no secret store but the
+/// environment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VariablesProvider {
+    /// `type = "env"`: `<PREFIX>_<NAME>` environment variables and,
+    /// optionally, a dotenv file of the same names.
+    Env {
+        /// The variables' prefix, without the `_`; Spin's default is
+        /// `SPIN_VARIABLE`.
+        prefix: Option<String>,
+        /// A dotenv file, joined to the config file's directory.
+        dotenv_path: Option<PathBuf>,
+    },
 }
 
 /// The backend of one key-value store label.
@@ -90,6 +108,7 @@ pub fn load_runtime_config(path: &Path) -> anyhow::Result<RuntimeConfig> {
 
 /// Parses and validates runtime config text as if read from `path`.
 pub fn parse_runtime_config(text: &str, path: &Path) -> anyhow::Result<RuntimeConfig> {
+    check_variables_provider_types(text, path)?;
     let mut config: RuntimeConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
     let at =
         |location: String, problem: String| anyhow!("{}: {location}: {problem}", path.display());
@@ -142,7 +161,40 @@ pub fn parse_runtime_config(text: &str, path: &Path) -> anyhow::Result<RuntimeCo
         };
         *file = base_dir.join(&*file);
     }
+    for provider in &mut config.variables_providers {
+        let VariablesProvider::Env {
+            dotenv_path: Some(file),
+            ..
+        } = provider
+        else {
+            continue;
+        };
+        *file = base_dir.join(&*file);
+    }
     Ok(config)
+}
+
+/// Spin's secret-store providers, refused with a sentence of their own
+/// rather than serde's "unknown variant".
+fn check_variables_provider_types(text: &str, path: &Path) -> anyhow::Result<()> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(()); // The typed parse reports the syntax error.
+    };
+    let Some(toml::Value::Array(providers)) = table.get("variables_provider") else {
+        return Ok(());
+    };
+    for provider in providers {
+        let kind = provider.get("type").and_then(toml::Value::as_str);
+        if let Some(kind @ ("vault" | "azure_key_vault")) = kind {
+            return Err(anyhow!(
+                "{}: [[variables_provider]] type = \"{kind}\" is not supported: Spindle \
+                 reads variables only from the environment (type = \"env\"), `.env` files \
+                 and --variable",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -206,6 +258,7 @@ url = "nats://localhost:4222"
 [[variables_provider]]
 type = "env"
 prefix = "APP"
+dotenv_path = "app.env"
 "#,
         );
         assert_eq!(
@@ -240,11 +293,20 @@ prefix = "APP"
                 url: "nats://localhost:4222".into()
             })
         );
-        assert_eq!(config.variables_providers.len(), 1);
         assert_eq!(
-            config.variables_providers[0].get("prefix"),
-            Some(&toml::Value::String("APP".into()))
+            config.variables_providers,
+            vec![VariablesProvider::Env {
+                prefix: Some("APP".into()),
+                dotenv_path: Some(PathBuf::from("/etc/spindle/app.env")),
+            }]
         );
+    }
+
+    #[test]
+    fn a_secret_store_provider_is_refused_naming_the_type() {
+        let message = parse_err("[[variables_provider]]\ntype = \"vault\"\nurl = \"http://v\"\n");
+        assert_contains(&message, "vault");
+        assert_contains(&message, "env");
     }
 
     #[test]

@@ -407,7 +407,7 @@ mod tests {
         );
         let app = manifest::parse(&text, Path::new("/nonexistent/spin.toml")).expect("manifest");
         let variables =
-            variables::AppState::configure(&app, &HostSettings::default()).expect("variables");
+            variables::AppState::configure(&app, &[], &HostSettings::default()).expect("variables");
         AppState::configure(&app, &RuntimeConfig::default(), &variables).expect("configure")
     }
 
@@ -434,7 +434,7 @@ mod tests {
                     allowed_outbound_hosts = [\"https://example.com/path\"]\n";
         let app = manifest::parse(text, Path::new("/nonexistent/spin.toml")).expect("manifest");
         let variables =
-            variables::AppState::configure(&app, &HostSettings::default()).expect("variables");
+            variables::AppState::configure(&app, &[], &HostSettings::default()).expect("variables");
         let error = format!(
             "{:#}",
             AppState::configure(&app, &RuntimeConfig::default(), &variables)

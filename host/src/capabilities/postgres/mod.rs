@@ -458,7 +458,7 @@ mod tests {
         );
         let app = crate::manifest::parse(&manifest, Path::new("/nonexistent/spin.toml"))
             .expect("valid manifest");
-        let variables = variables::AppState::configure(&app, &HostSettings::default())?;
+        let variables = variables::AppState::configure(&app, &[], &HostSettings::default())?;
         AppState::configure(&app, &variables)
     }
 

@@ -387,12 +387,16 @@ fn guest_request(
         HeaderValue::from_str(&client.to_string())?,
     );
     for (name, value) in &matched.params {
-        headers.insert(
-            HeaderName::from_bytes(format!("spin-path-match-{name}").as_bytes())?,
-            HeaderValue::from_str(value)?,
-        );
+        headers.insert(path_match_header(name)?, HeaderValue::from_str(value)?);
     }
     Ok(Request::from_parts(parts, body))
+}
+
+/// The header carrying a `:name` segment, named as Spin names it: `_` in
+/// the parameter's name becomes `-` (`:path_end` → `spin-path-match-path-end`).
+fn path_match_header(name: &str) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    let name = name.replace('_', "-").to_ascii_lowercase();
+    HeaderName::from_bytes(format!("spin-path-match-{name}").as_bytes())
 }
 
 fn empty_response(status: StatusCode) -> Response<WasiBody> {
