@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::connections::{closed_by_host, connect, exchange, left_open, stalled_connections};
-use support::{App, Reply, http_manifest};
+use support::{App, Reply, guest_wasm, http_manifest};
 
 /// The `spin-*` headers `http-echo` received, as `name → value`.
 fn echoed_headers(reply: &Reply) -> serde_json::Map<String, serde_json::Value> {
@@ -420,4 +420,77 @@ async fn a_chunked_body_growing_past_max_request_body_gets_413_and_the_host_keep
     let mut next = connect(spindle.base_url()).await;
     let answer = exchange(&mut next, within.as_bytes(), "\"body_length\":1024").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Spin's `files`: a static site mounted at `/` and a pattern, served with
+/// their exact bytes; excluded and unnamed files are not there, and nothing
+/// can be written.
+#[tokio::test]
+async fn files_are_mounted_read_only_with_their_bytes() {
+    let wasm = guest_wasm("file-server");
+    let manifest = format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "files"
+
+[[trigger.http]]
+route = "/..."
+component = "site"
+
+[component.site]
+source = "{}"
+files = [{{ source = "assets", destination = "/" }}, "docs/**/*.md"]
+exclude_files = ["docs/private.md"]
+"#,
+        wasm.display()
+    );
+    let app = App::new(&manifest);
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let write = |file: &str, bytes: &[u8]| {
+        let path = app.dir().join(file);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create folder");
+        std::fs::write(path, bytes).expect("write file");
+    };
+    write("assets/index.html", b"<h1>hello</h1>");
+    write("assets/img/pixels.bin", &binary);
+    write("docs/guide.md", b"# guide");
+    write("docs/private.md", b"# private");
+    write("docs/notes.txt", b"not matched");
+    let spindle = app.start();
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let request = client.get(format!("{}{path}", spindle.base_url()));
+        async move {
+            let reply = request.send().await.expect("GET");
+            let status = reply.status().as_u16();
+            (status, reply.bytes().await.expect("body").to_vec())
+        }
+    };
+
+    assert_eq!(get("/index.html").await, (200, b"<h1>hello</h1>".to_vec()));
+    assert_eq!(get("/img/pixels.bin").await, (200, binary.clone()));
+    assert_eq!(get("/docs/guide.md").await, (200, b"# guide".to_vec()));
+    for hidden in [
+        "/docs/private.md",
+        "/docs/notes.txt",
+        "/spin.toml",
+        "/assets/index.html",
+    ] {
+        assert_eq!(get(hidden).await.0, 404, "{hidden} is reachable");
+    }
+    let put = client
+        .put(format!("{}/index.html", spindle.base_url()))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(
+        put.status().as_u16(),
+        500,
+        "a write to a mounted file succeeded"
+    );
+    assert_eq!(get("/index.html").await, (200, b"<h1>hello</h1>".to_vec()));
+    assert_eq!(
+        std::fs::read(app.dir().join("assets/index.html")).expect("read"),
+        b"<h1>hello</h1>"
+    );
 }

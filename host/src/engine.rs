@@ -203,6 +203,7 @@ impl InstanceState {
         for (key, value) in &component.environment {
             wasi.env(key, value);
         }
+        capabilities.files.preopen(id, &mut wasi);
         let memory_limit = component
             .spindle
             .memory_limit

@@ -6,6 +6,7 @@
 //! another's state; what one needs from another is passed at configure time.
 
 pub mod allowed_hosts;
+pub mod files;
 pub mod key_value;
 pub mod messaging;
 pub mod outbound_http;
@@ -53,6 +54,8 @@ pub struct AppCapabilities {
     pub outbound_http: outbound_http::AppState,
     /// Guest stdout and stderr: per-component log files and the host log.
     pub stdio: stdio::AppState,
+    /// Spin's `files`: read-only mounts in the guest's filesystem.
+    pub files: files::AppState,
 }
 
 impl AppCapabilities {
@@ -75,6 +78,7 @@ impl AppCapabilities {
             messaging: messaging::AppState::configure(app, bus),
             outbound_http: outbound_http::AppState::configure(app, runtime_config, &variables)?,
             stdio: stdio::AppState::configure(app, settings)?,
+            files: files::AppState::configure(app, settings)?,
             variables,
         })
     }
