@@ -494,3 +494,33 @@ exclude_files = ["docs/private.md"]
         b"<h1>hello</h1>"
     );
 }
+
+/// Core modules, as Spin's older SDKs build apps, are made into components
+/// at load: one for `wasm32-wasip1` (its std imports WASI preview 1, which
+/// the adapter provides) and one for `wasm32-unknown-unknown`.
+#[tokio::test]
+async fn core_modules_are_componentized_at_load() {
+    for (target, imports_preview1) in [("wasm32-wasip1", true), ("wasm32-unknown-unknown", false)] {
+        let module = support::core_module_wasm("p2-hello", target);
+        let bytes = std::fs::read(&module).expect("read the module");
+        assert_eq!(&bytes[4..8], &[1, 0, 0, 0], "{target}: not a core module");
+        let preview1 = bytes
+            .windows(22)
+            .any(|window| window == b"wasi_snapshot_preview1");
+        assert_eq!(preview1, imports_preview1, "{target}");
+        let manifest = format!(
+            "spin_manifest_version = 2\n[application]\nname = \"core\"\n\
+             [[trigger.http]]\nroute = \"/...\"\ncomponent = \"hello\"\n\
+             [component.hello]\nsource = \"{}\"\n",
+            module.display()
+        );
+        let app = App::new(&manifest);
+        let spindle = app.start();
+        let reply = spindle.get("/").await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "hello from wasi 0.2\n"),
+            "{target}"
+        );
+    }
+}

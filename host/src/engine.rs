@@ -379,8 +379,10 @@ impl CompileCache {
                 }
             }
         }
+        let component = crate::componentize::to_component(wasm)
+            .map_err(|error| error.context(format!("component `{id}`")))?;
         let compiled = engine
-            .precompile_component(wasm)
+            .precompile_component(&component)
             .with_context(|| format!("component `{id}` is not a valid component"))?;
         self.store(&entry, &compiled)
             .with_context(|| format!("writing the compile cache in {}", self.dir.display()))?;
@@ -433,6 +435,9 @@ fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
     let mut hasher = Sha256Hasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hasher.0.update(wasm);
+    if let Some(salt) = crate::componentize::cache_salt(wasm) {
+        hasher.0.update(salt);
+    }
     hasher
         .0
         .finalize()

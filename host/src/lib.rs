@@ -8,6 +8,7 @@
 //! - [`manifest`]: `spin.toml` and runtime-config parsing and validation; pure.
 //! - [`engine`]: the engine, the per-instance store data, the linker, the
 //!   on-disk compile cache and one `InstancePre` per component.
+//! - [`componentize`]: core wasm modules made into components at load.
 //! - [`capabilities`]: one module per host interface granted to guests.
 //! - [`health`]: readiness probes of the app's dependencies.
 //! - [`metrics`]: the Prometheus registry triggers and capabilities record into.
@@ -23,6 +24,7 @@
 pub mod bus;
 pub mod capabilities;
 pub mod cli;
+pub mod componentize;
 pub mod engine;
 pub mod health;
 pub mod listener;

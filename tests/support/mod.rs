@@ -100,6 +100,30 @@ pub fn guest_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// A guest crate built as a core wasm module for `target`
+/// (`wasm32-wasip1` or `wasm32-unknown-unknown`), as Spin's older SDKs
+/// build apps; built here if `scripts/test` has not built it already.
+pub fn core_module_wasm(name: &str, target: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--target", target, "-p", name])
+        .arg("--target-dir")
+        .arg(target_dir())
+        .output()
+        .expect("running cargo to build a core module guest");
+    assert!(
+        output.status.success(),
+        "building {name} for {target} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target_dir()
+        .join(target)
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")))
+}
+
 /// Copies the `message-handler` guest's migrations into the app at
 /// `app_dir` for its component `component`, as `migrations/<component>/`.
 pub fn install_message_handler_migrations(app_dir: &Path, component: &str) {
