@@ -252,3 +252,74 @@ async fn component_calling_itself_does_not_deadlock() {
     assert_eq!(inner, "200\n200\nhello from upstream /deeper");
     assert_eq!(upstream.requests(), 2);
 }
+
+/// A TCP server on 127.0.0.1 that sends back the first line it reads.
+async fn tcp_echo_server() -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the echo server");
+    let port = listener.local_addr().expect("its address").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (reader, mut writer) = stream.into_split();
+                let mut line = String::new();
+                if BufReader::new(reader).read_line(&mut line).await.is_ok() {
+                    let _ = writer.write_all(line.as_bytes()).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `wasi:sockets` TCP: open exactly as far as `allowed_outbound_hosts`
+/// allows (an address, a range, a templated port), refused as
+/// access-denied by host, by port, and for a component with no entries.
+#[tokio::test]
+async fn tcp_sockets_reach_only_what_allowed_outbound_hosts_allows() {
+    let (port, unlisted_port) = (tcp_echo_server().await, tcp_echo_server().await);
+    let wasm = support::guest_wasm("tcp-client");
+    let component = |id: &str, allowed: &str| {
+        format!(
+            "[[trigger.http]]\nroute = \"/{id}\"\ncomponent = \"{id}\"\n\
+             [component.{id}]\nsource = \"{}\"\nallowed_outbound_hosts = [{allowed}]\n",
+            wasm.display()
+        )
+    };
+    let manifest = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"sockets\"\n\
+         [variables]\ntcp_port = {{ default = \"{port}\" }}\n{}{}{}{}",
+        component("exact", &format!("\"*://127.0.0.1:{port}\"")),
+        component("range", &format!("\"*://127.0.0.0/24:{port}\"")),
+        component("templated", "\"*://127.0.0.1:{{ tcp_port }}\""),
+        component("none", ""),
+    );
+    let app = support::App::new(&manifest);
+    let spindle = app.start();
+    let connect = |component: &str, address: String| {
+        let path = format!("/{component}?addr={address}");
+        let spindle = &spindle;
+        async move { spindle.get(&path).await }
+    };
+
+    for component in ["exact", "range", "templated"] {
+        let reply = connect(component, format!("127.0.0.1:{port}")).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "ping\n"),
+            "{component}"
+        );
+    }
+    for (component, address) in [
+        ("exact", format!("127.0.0.1:{unlisted_port}")),
+        ("exact", format!("127.0.0.2:{port}")),
+        ("range", format!("127.0.1.1:{port}")),
+        ("none", format!("127.0.0.1:{port}")),
+    ] {
+        let reply = connect(component, address.clone()).await;
+        assert_eq!(reply.status, 403, "{component} → {address}: {}", reply.body);
+        assert!(reply.body.starts_with("access-denied"), "{}", reply.body);
+    }
+}

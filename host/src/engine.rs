@@ -204,6 +204,7 @@ impl InstanceState {
             wasi.env(key, value);
         }
         capabilities.files.preopen(id, &mut wasi);
+        capabilities.sockets.configure_wasi(id, &mut wasi);
         let memory_limit = component
             .spindle
             .memory_limit

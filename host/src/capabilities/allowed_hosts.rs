@@ -1,7 +1,9 @@
 //! `allowed_outbound_hosts`: which `scheme://host:port` a component may
 //! reach, in Spin's syntax. Pure and shared by every capability that
-//! connects somewhere (outbound HTTP, PostgreSQL).
+//! connects somewhere (outbound HTTP, PostgreSQL, sockets). A host is a
+//! name, `*.domain`, `*`, an IP address or an IP range (`10.0.0.0/8`).
 
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use anyhow::{Context, bail};
@@ -53,6 +55,25 @@ impl AllowedHosts {
         let host = normalize_host(host);
         self.0.iter().any(|entry| entry.allows(scheme, &host, port))
     }
+
+    /// Whether nothing is allowed at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The host names (not addresses or wildcards) of entries that would
+    /// allow `scheme` to `port` if the name resolved to the address at hand:
+    /// what a socket check must look up, since a socket sees only addresses.
+    pub fn names_for(&self, scheme: &str, port: u16) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|entry| entry.allows_scheme(scheme) && entry.port.allows(port))
+            .filter_map(|entry| match &entry.host {
+                HostPattern::Exact(name) if name.parse::<IpAddr>().is_err() => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// One `allowed_outbound_hosts` entry: `scheme://host[:port]`, each part
@@ -75,6 +96,55 @@ enum HostPattern {
     ToSelf,
     /// A name or an IP address, normalised.
     Exact(String),
+    /// `10.0.0.0/8`, `[fd00::]/8`: every address in the range.
+    Range(IpRange),
+}
+
+/// An IP network: an address and how many leading bits must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// `address/prefix`, or `None` when `host` is not written as a range.
+    fn parse(host: &str) -> Option<anyhow::Result<Self>> {
+        let (address, prefix) = host.split_once('/')?;
+        let address = address
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(address);
+        let network = address.parse::<IpAddr>().ok()?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        Some(match prefix.parse::<u8>() {
+            Ok(prefix) if prefix <= bits => Ok(Self { network, prefix }),
+            _ => Err(anyhow::anyhow!(
+                "`{prefix}` is not a prefix length from 0 to {bits}"
+            )),
+        })
+    }
+
+    fn contains(&self, address: IpAddr) -> bool {
+        let keep = |bits: u32, total: u32| {
+            if bits == 0 {
+                0
+            } else {
+                !0u128 << (total - bits)
+            }
+        };
+        match (self.network, address) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = keep(self.prefix.into(), 32) as u32;
+                u32::from(network) & mask == u32::from(address) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = keep(self.prefix.into(), 128);
+                u128::from(network) & mask == u128::from(address) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,12 +176,12 @@ impl AllowedHost {
             }
             _ => bail!("the scheme must be letters or `*`"),
         };
-        // A trailing `/` is tolerated; a path is not.
+        // A trailing `/` is tolerated; a path is not, but an IP range is.
         let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.contains('/') {
+        let (host, port) = split_host_port(authority)?;
+        if host.contains('/') && IpRange::parse(host).is_none() {
             bail!("must not have a path; write only scheme://host[:port]");
         }
-        let (host, port) = split_host_port(authority)?;
         let port = match port {
             None => {
                 let default = scheme.as_deref().and_then(default_port).with_context(
@@ -129,12 +199,14 @@ impl AllowedHost {
         })
     }
 
-    fn allows(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
-        let scheme_allowed = self
-            .scheme
+    fn allows_scheme(&self, scheme: &str) -> bool {
+        self.scheme
             .as_deref()
-            .is_none_or(|allowed| allowed.eq_ignore_ascii_case(scheme));
-        if !scheme_allowed {
+            .is_none_or(|allowed| allowed.eq_ignore_ascii_case(scheme))
+    }
+
+    fn allows(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
+        if !self.allows_scheme(scheme) {
             return false;
         }
         if host == SELF_HOST {
@@ -159,6 +231,9 @@ impl HostPattern {
         if host == SELF_HOST {
             return Ok(Self::ToSelf);
         }
+        if let Some(range) = IpRange::parse(host) {
+            return Ok(Self::Range(range?));
+        }
         if let Some(domain) = host.strip_prefix("*.") {
             if domain.is_empty() || domain.contains('*') {
                 bail!("a wildcard host is `*` or `*.domain`");
@@ -178,6 +253,9 @@ impl HostPattern {
             Self::Subdomains(suffix) => host.ends_with(suffix.as_str()),
             Self::ToSelf => false,
             Self::Exact(exact) => host == exact,
+            Self::Range(range) => host
+                .parse::<IpAddr>()
+                .is_ok_and(|address| range.contains(address)),
         }
     }
 }
@@ -212,12 +290,19 @@ impl PortPattern {
     }
 }
 
-/// Splits `host[:port]`, where host may be a bracketed IPv6 address.
+/// Splits `host[:port]`, where host may be a bracketed IPv6 address or
+/// range (`[fd00::]/8`).
 fn split_host_port(authority: &str) -> anyhow::Result<(&str, Option<&str>)> {
     if let Some(rest) = authority.strip_prefix('[') {
         let Some((address, after)) = rest.split_once(']') else {
             bail!("an IPv6 address needs its closing `]`");
         };
+        if after.starts_with('/') {
+            // A range keeps its brackets; the port follows the prefix.
+            let host_len = address.len() + 2 + after.find(':').unwrap_or(after.len());
+            let (host, port) = authority.split_at(host_len);
+            return Ok((host, port.strip_prefix(':')));
+        }
         return match after {
             "" => Ok((address, None)),
             _ => match after.strip_prefix(':') {
@@ -393,6 +478,36 @@ mod tests {
         assert!(parse_error("https://:443").contains("no host"));
         assert!(parse_error("http://localhost:9..9").contains("empty"));
         assert!(parse_error("h2c+x://example.com:1").contains("scheme"));
+    }
+
+    #[test]
+    fn ip_ranges_allow_every_address_in_them() {
+        let hosts = allowed(&["*://127.0.0.0/24:7000", "tcp://[fd00::]/8:*"]);
+        assert!(hosts.allows("tcp", "127.0.0.1", Some(7000)));
+        assert!(hosts.allows("tcp", "127.0.0.255", Some(7000)));
+        assert!(!hosts.allows("tcp", "127.0.1.1", Some(7000)));
+        assert!(!hosts.allows("tcp", "127.0.0.1", Some(7001)));
+        assert!(hosts.allows("tcp", "fd12::1", Some(22)));
+        assert!(!hosts.allows("tcp", "fe80::1", Some(22)));
+        assert!(allowed(&["*://0.0.0.0/0:*"]).allows("tcp", "8.8.8.8", Some(53)));
+        for bad in [
+            "*://127.0.0.0/33:80",
+            "*://127.0.0.0/x:80",
+            "*://example.com/24:80",
+        ] {
+            assert!(AllowedHosts::parse(&[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn socket_checks_look_up_only_names_that_could_allow_the_port() {
+        let hosts = allowed(&[
+            "*://db.internal:5432",
+            "*://10.0.0.1:5432",
+            "https://api.example.com",
+        ]);
+        assert_eq!(hosts.names_for("tcp", 5432), ["db.internal"]);
+        assert!(hosts.names_for("tcp", 443).is_empty());
     }
 
     #[test]

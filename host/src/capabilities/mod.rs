@@ -11,6 +11,7 @@ pub mod key_value;
 pub mod messaging;
 pub mod outbound_http;
 pub mod postgres;
+pub mod sockets;
 pub mod sql;
 pub mod sqlite;
 pub mod sqlite_guard;
@@ -56,6 +57,8 @@ pub struct AppCapabilities {
     pub stdio: stdio::AppState,
     /// Spin's `files`: read-only mounts in the guest's filesystem.
     pub files: files::AppState,
+    /// `wasi:sockets`, gated by `allowed_outbound_hosts`.
+    pub sockets: sockets::AppState,
 }
 
 impl AppCapabilities {
@@ -79,6 +82,7 @@ impl AppCapabilities {
             outbound_http: outbound_http::AppState::configure(app, runtime_config, &variables)?,
             stdio: stdio::AppState::configure(app, settings)?,
             files: files::AppState::configure(app, settings)?,
+            sockets: sockets::AppState::configure(app, &variables)?,
             variables,
         })
     }
