@@ -146,3 +146,38 @@ async fn a_secret_store_variables_provider_stops_start_up_naming_it() {
         "{stderr}"
     );
 }
+
+/// Spin 3's `wasi:config/store` reads the same component variables.
+#[tokio::test]
+async fn wasi_config_reads_the_component_variables() {
+    let manifest = format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "config"
+
+[variables]
+audience = {{ default = "world" }}
+
+[[trigger.http]]
+route = "/..."
+component = "reader"
+
+[component.reader]
+source = "{}"
+[component.reader.variables]
+greeting = "hello, {{{{ audience }}}}"
+mode = "test"
+"#,
+        guest_wasm("config-reader").display()
+    );
+    let app = App::new(&manifest);
+    let spindle = app.start_with(&["--variable", "audience=config"]);
+    let reply = spindle.get("/greeting").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "hello, config"));
+    assert_eq!(spindle.get("/missing").await.status, 404);
+    let all = spindle.get("/").await;
+    assert_eq!(
+        (all.status, all.body.as_str()),
+        (200, "greeting=hello, config\nmode=test\n")
+    );
+}

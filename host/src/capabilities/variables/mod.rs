@@ -1,4 +1,5 @@
-//! `spin:variables/variables@3.0.0`: the component's variables, as strings.
+//! The component's variables, as strings: `spin:variables/variables@3.0.0`
+//! here, `wasi:config/store` in [`wasi_config`].
 //!
 //! Granted by `[component.x.variables]`, whose values are templates over the
 //! app's `[variables]`. App variables come from, lowest first: the manifest
@@ -17,6 +18,8 @@ use wasmtime::component::{Accessor, HasData, Linker};
 use super::HostSettings;
 use crate::engine;
 use crate::manifest::{self, App, VariablesProvider};
+
+mod wasi_config;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -127,9 +130,10 @@ pub struct InstanceState {
     values: Arc<HashMap<String, String>>,
 }
 
-/// Links the interface; guests read through [`InstanceState`].
+/// Links the interfaces; guests read through [`InstanceState`].
 pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<_, Variables>(linker, |state| &mut state.variables)
+    wit::add_to_linker::<_, Variables>(linker, |state| &mut state.variables)?;
+    wasi_config::add_to_linker(linker)
 }
 
 struct Variables;
