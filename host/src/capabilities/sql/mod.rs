@@ -17,6 +17,7 @@ mod watchdog;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -157,11 +158,10 @@ async fn open(
     runtime_config: &RuntimeConfig,
     settings: &HostSettings,
 ) -> anyhow::Result<(Database, Database)> {
-    let guest_access = Access::Guest {
-        statement_limit: engine::call_timeout(component),
-    };
+    // A statement may run as long as the call that sent it.
+    let statement_limit = engine::call_timeout(component);
     let (guest, host) = match runtime_config.databases.get(label) {
-        Some(config) => open_postgres(app, component, &config.url, guest_access)
+        Some(config) => open_postgres(app, component, &config.url, statement_limit)
             .await
             .with_context(|| {
                 format!(
@@ -174,7 +174,7 @@ async fn open(
                 .state_dir
                 .join("databases")
                 .join(format!("{label}.db"));
-            open_sqlite(app, component, &path, guest_access)
+            open_sqlite(app, component, &path, statement_limit)
                 .await
                 .with_context(|| format!("opening {}", path.display()))?
         }
@@ -187,11 +187,11 @@ async fn open_sqlite(
     app: &App,
     component: &Component,
     path: &std::path::Path,
-    guest_access: Access,
+    statement_limit: Duration,
 ) -> anyhow::Result<(Database, Database)> {
     let host = Database::open_sqlite(path, Access::Host).await?;
     prepare(app, component, &host).await?;
-    let guest = Database::open_sqlite(path, guest_access).await?;
+    let guest = Database::open_sqlite(path, Access::Guest { statement_limit }).await?;
     Ok((guest, host))
 }
 
@@ -199,9 +199,8 @@ async fn open_postgres(
     app: &App,
     component: &Component,
     admin_url: &str,
-    guest_access: Access,
+    statement_limit: Duration,
 ) -> anyhow::Result<(Database, Database)> {
-    let statement_limit = engine::call_timeout(component);
     let roles = provision::provision(admin_url, statement_limit).await?;
     let host = Database::open_postgres(roles.host, Access::Host)
         .await
@@ -212,7 +211,7 @@ async fn open_postgres(
             .await
             .with_context(|| format!("granting the component's role its tables: {grant}"))?;
     }
-    let guest = Database::open_postgres(roles.app, guest_access)
+    let guest = Database::open_postgres(roles.app, Access::Guest { statement_limit })
         .await
         .context("connecting as the component's role")?;
     watchdog::start(host.clone(), roles.app_role, statement_limit);
