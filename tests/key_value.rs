@@ -159,3 +159,40 @@ fn granted_label_without_backend_stops_up() {
         "{stderr}"
     );
 }
+
+/// Spin 3's `wasi:keyvalue` (store, atomics, batch) over the same stores
+/// and grants: on the default SQLite store and on a Redis-backed label,
+/// and `access-denied` for a label the component is not granted.
+#[tokio::test]
+async fn wasi_keyvalue_works_on_sqlite_and_redis_with_the_same_grants() {
+    let manifest = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"wasi-kv\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"kv\"\n\
+         [component.kv]\nsource = \"{}\"\nkey_value_stores = [\"default\", \"cache\"]\n",
+        guest_wasm("wasi-keyvalue").display()
+    );
+    let app = App::new(&manifest);
+    let config = app.dir().join("runtime-config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[key_value_store.cache]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis_url()
+        ),
+    )
+    .expect("write the runtime config");
+    let spindle = app.start_with(&[
+        "--runtime-config-file",
+        config.to_str().expect("utf-8 path"),
+    ]);
+    let prefix = unique_prefix();
+    for store in ["default", "cache"] {
+        let reply = spindle.get(&format!("/{store}?{prefix}")).await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "ok"), "{store}");
+    }
+    let denied = spindle.get(&format!("/other?{prefix}")).await;
+    assert_eq!(
+        (denied.status, denied.body.as_str()),
+        (500, "open: Error::AccessDenied")
+    );
+}

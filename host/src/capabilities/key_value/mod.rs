@@ -1,4 +1,5 @@
-//! `spin:key-value/key-value@3.0.0`: named key-value stores.
+//! Named key-value stores: `spin:key-value/key-value@3.0.0` here, and
+//! `wasi:keyvalue` in [`wasi_keyvalue`], over the same backends and grants.
 //!
 //! Granted by `key_value_stores = ["label", ...]` in a component; each label's
 //! backend comes from `[key_value_store.<label>]` in the runtime config: an
@@ -31,6 +32,7 @@ use crate::engine;
 use crate::manifest::{App, KeyValueStoreConfig, RuntimeConfig};
 
 mod stores;
+mod wasi_keyvalue;
 
 use stores::{RedisStore, SqliteStore, Store, open_sqlite};
 
@@ -218,7 +220,8 @@ pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Re
     wit::add_to_linker::<_, KeyValue>(linker, |state| View {
         table: &mut state.table,
         state: &mut state.key_value,
-    })
+    })?;
+    wasi_keyvalue::add_to_linker(linker)
 }
 
 struct KeyValue;

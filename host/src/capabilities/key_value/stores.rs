@@ -28,6 +28,24 @@ pub(super) trait Store: Send + Sync {
     /// Whether `key` has a value.
     fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BackendError>>;
 
+    /// Adds `delta` to the counter at `key` in one step and returns the new
+    /// count. A counter is kept as decimal text, as Redis keeps it; an
+    /// absent key counts from 0.
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+    ) -> BoxFuture<'a, Result<i64, BackendError>>;
+
+    /// Sets `key` to `value` in one step if it still holds `expected`
+    /// (`None`: if it is absent); whether it did.
+    fn swap<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        value: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, BackendError>>;
+
     /// Sends every key into `keys` as the backend yields them, stopping early
     /// when the receiver goes away. The future owns what it uses, so that it
     /// can run as a task of its own.
@@ -126,6 +144,68 @@ impl Store for SqliteStore {
         .boxed()
     }
 
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+    ) -> BoxFuture<'a, Result<i64, BackendError>> {
+        async move {
+            // One statement: SQLite runs it under the write lock, so
+            // concurrent increments never lose one another's.
+            let count = sqlx::query_scalar(
+                "INSERT INTO spin_key_value (store, key, value)
+                 VALUES (?1, ?2, CAST(CAST(?3 AS TEXT) AS BLOB))
+                 ON CONFLICT (store, key) DO UPDATE SET value =
+                     CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + ?3 AS TEXT) AS BLOB)
+                 RETURNING CAST(CAST(value AS TEXT) AS INTEGER)",
+            )
+            .bind(&self.name)
+            .bind(key)
+            .bind(delta)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(count)
+        }
+        .boxed()
+    }
+
+    fn swap<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        value: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        async move {
+            let done = match expected {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (store, key) DO NOTHING",
+                    )
+                    .bind(&self.name)
+                    .bind(key)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await?
+                }
+                Some(expected) => {
+                    sqlx::query(
+                        "UPDATE spin_key_value SET value = ?3
+                     WHERE store = ?1 AND key = ?2 AND value = ?4",
+                    )
+                    .bind(&self.name)
+                    .bind(key)
+                    .bind(value)
+                    .bind(expected)
+                    .execute(&self.pool)
+                    .await?
+                }
+            };
+            Ok(done.rows_affected() == 1)
+        }
+        .boxed()
+    }
+
     fn get_keys(&self, keys: mpsc::Sender<String>) -> BoxFuture<'static, Result<(), BackendError>> {
         let pool = self.pool.clone();
         let name = self.name.clone();
@@ -143,6 +223,15 @@ impl Store for SqliteStore {
         .boxed()
     }
 }
+
+/// Sets KEYS[1] to ARGV[3] if it holds ARGV[2] (ARGV[1] = "1") or is
+/// absent (ARGV[1] = "0"); answers 1 if it did.
+const SWAP_SCRIPT: &str = "local current = redis.call('GET', KEYS[1])
+if (ARGV[1] == '0' and current == false) or (ARGV[1] == '1' and current == ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[3])
+  return 1
+end
+return 0";
 
 /// A label served by a Redis server: its keys are the server's keys, as in
 /// Spin, so two labels on one server see the same data.
@@ -215,6 +304,46 @@ impl Store for RedisStore {
                 .arg(key)
                 .query_async(&mut connection)
                 .await?)
+        }
+        .boxed()
+    }
+
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+    ) -> BoxFuture<'a, Result<i64, BackendError>> {
+        let mut connection = self.connection.clone();
+        async move {
+            Ok(redis::cmd("INCRBY")
+                .arg(key)
+                .arg(delta)
+                .query_async(&mut connection)
+                .await?)
+        }
+        .boxed()
+    }
+
+    fn swap<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        value: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        let mut connection = self.connection.clone();
+        async move {
+            // A script runs alone on the server: the compare and the set
+            // are one step.
+            let swapped: i64 = redis::cmd("EVAL")
+                .arg(SWAP_SCRIPT)
+                .arg(1)
+                .arg(key)
+                .arg(if expected.is_some() { "1" } else { "0" })
+                .arg(expected.unwrap_or_default())
+                .arg(value)
+                .query_async(&mut connection)
+                .await?;
+            Ok(swapped == 1)
         }
         .boxed()
     }
