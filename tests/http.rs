@@ -524,3 +524,18 @@ async fn core_modules_are_componentized_at_load() {
         );
     }
 }
+
+/// An app importing Spin's LLM interface starts (this host has no model);
+/// a call gets the interface's own `model-not-supported`, not a trap.
+#[tokio::test]
+async fn an_app_importing_the_llm_interface_runs_and_gets_model_not_supported() {
+    let app = App::new(&http_manifest(&[("/...", "ai", "llm-caller")]));
+    let spindle = app.start();
+
+    let reply = spindle.get("/").await;
+
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (500, "Error::ModelNotSupported")
+    );
+}

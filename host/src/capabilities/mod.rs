@@ -8,6 +8,7 @@
 pub mod allowed_hosts;
 pub mod files;
 pub mod key_value;
+pub mod llm;
 pub mod messaging;
 pub mod outbound_http;
 pub mod postgres;
@@ -143,5 +144,6 @@ pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Re
     sql::add_to_linker(linker)?;
     messaging::add_to_linker(linker)?;
     outbound_http::add_to_linker(linker)?;
+    llm::add_to_linker(linker)?;
     Ok(())
 }
