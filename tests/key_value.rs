@@ -196,3 +196,48 @@ async fn wasi_keyvalue_works_on_sqlite_and_redis_with_the_same_grants() {
         (500, "open: Error::AccessDenied")
     );
 }
+
+/// Outbound Redis (`spin:redis`): every call against the local server the
+/// manifest allows; an address it does not allow is `invalid-address`, as
+/// in Spin, and no connection is made.
+#[tokio::test]
+async fn outbound_redis_reaches_allowed_servers_only() {
+    let url = redis_url();
+    let manifest = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"redis\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"client\"\n\
+         [component.client]\nsource = \"{}\"\nallowed_outbound_hosts = [\"{url}\"]\n",
+        guest_wasm("redis-client").display()
+    );
+    let app = App::new(&manifest);
+    let spindle = app.start();
+    let prefix = unique_prefix();
+    let call = |address: String| {
+        let (spindle, prefix) = (&spindle, prefix.clone());
+        async move {
+            spindle
+                .send_with_headers(
+                    reqwest::Method::GET,
+                    &format!("/?{prefix}"),
+                    &[("x-redis", address.as_str())],
+                    None,
+                )
+                .await
+        }
+    };
+
+    let reply = call(url.clone()).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ok"), "{url}");
+    for denied in [
+        "redis://127.0.0.1:6380",
+        "redis://localhost:6379",
+        "not a url",
+    ] {
+        let reply = call(denied.to_string()).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (500, "open: Error::InvalidAddress"),
+            "{denied}"
+        );
+    }
+}

@@ -25,7 +25,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::{
-    self, AppCapabilities, key_value, messaging, outbound_http, postgres, sql, sqlite, variables,
+    self, AppCapabilities, key_value, messaging, outbound_http, postgres, redis, sql, sqlite,
+    variables,
 };
 use crate::manifest;
 
@@ -179,6 +180,8 @@ pub struct InstanceState {
     pub(crate) sqlite: sqlite::InstanceState,
     /// `spin:postgres`.
     pub(crate) postgres: postgres::InstanceState,
+    /// `spin:redis`.
+    pub(crate) redis: redis::InstanceState,
     /// `spindle:platform/sql`.
     pub(crate) sql: sql::InstanceState,
     /// `spindle:platform/messaging`.
@@ -220,6 +223,7 @@ impl InstanceState {
             key_value: capabilities.key_value.instance_state(id),
             sqlite: capabilities.sqlite.instance_state(id),
             postgres: capabilities.postgres.instance_state(id),
+            redis: capabilities.redis.instance_state(id),
             sql: capabilities.sql.instance_state(id),
             messaging: capabilities.messaging.instance_state(id),
             outbound_http: capabilities.outbound_http.instance_state(id),

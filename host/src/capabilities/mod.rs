@@ -12,6 +12,7 @@ pub mod llm;
 pub mod messaging;
 pub mod outbound_http;
 pub mod postgres;
+pub mod redis;
 pub mod sockets;
 pub mod sql;
 pub mod sqlite;
@@ -48,6 +49,8 @@ pub struct AppCapabilities {
     pub sqlite: sqlite::AppState,
     /// `spin:postgres`.
     pub postgres: postgres::AppState,
+    /// `spin:redis`: outbound Redis.
+    pub redis: redis::AppState,
     /// `spindle:platform/sql`: each component's managed database.
     pub sql: sql::AppState,
     /// `spindle:platform/messaging`: publish and request on the bus.
@@ -78,6 +81,7 @@ impl AppCapabilities {
             key_value: key_value::AppState::configure(app, runtime_config, settings).await?,
             sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
             postgres: postgres::AppState::configure(app, &variables)?,
+            redis: redis::AppState::configure(app, &variables)?,
             sql: sql::AppState::configure(app, runtime_config, settings, bus).await?,
             messaging: messaging::AppState::configure(app, bus),
             outbound_http: outbound_http::AppState::configure(app, runtime_config, &variables)?,
@@ -145,5 +149,6 @@ pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Re
     messaging::add_to_linker(linker)?;
     outbound_http::add_to_linker(linker)?;
     llm::add_to_linker(linker)?;
+    redis::add_to_linker(linker)?;
     Ok(())
 }
