@@ -241,3 +241,60 @@ async fn outbound_redis_reaches_allowed_servers_only() {
         );
     }
 }
+
+/// Spin's Redis trigger: a `#[redis_subscriber]` component gets each
+/// message published on its channel (the server from
+/// `[application.trigger.redis] address`); a handler that fails loses only
+/// its own message, as in Spin.
+#[tokio::test]
+async fn a_redis_trigger_hands_each_channel_message_to_its_component() {
+    let url = redis_url();
+    let channel = format!("{}channel", unique_prefix());
+    let manifest = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"redis-trigger\"\n\
+         [application.trigger.redis]\naddress = \"{url}\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"subscriber\"\n\
+         [[trigger.redis]]\nchannel = \"{channel}\"\ncomponent = \"subscriber\"\n\
+         [component.subscriber]\nsource = \"{}\"\nkey_value_stores = [\"default\"]\n",
+        guest_wasm("redis-subscriber").display()
+    );
+    let app = App::new(&manifest);
+    let spindle = app.start();
+    assert!(
+        spindle.stdout().contains(&format!("subscriber: {channel}")),
+        "{}",
+        spindle.stdout()
+    );
+    let client = redis::Client::open(url.as_str()).expect("a Redis URL");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let mut expected = String::new();
+    for message in ["one", "fail", "two"] {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(message)
+            .query_async(&mut redis)
+            .await
+            .expect("publish");
+        assert_eq!(receivers, 1, "the host is subscribed to {channel}");
+        if message == "fail" {
+            continue;
+        }
+        expected.push_str(message);
+        expected.push('\n');
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let received = spindle.get("/").await.body;
+            if received == expected {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "received {received:?}, want {expected:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

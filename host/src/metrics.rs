@@ -236,6 +236,16 @@ pub fn instance_released(component: &str) {
         .dec();
 }
 
+/// Counts an instance as released however its call ends, even when the
+/// call is cancelled by its timeout.
+pub struct ReleaseOnDrop<'a>(pub &'a str);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        instance_released(self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

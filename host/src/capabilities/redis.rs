@@ -21,7 +21,7 @@ use super::variables;
 use crate::engine;
 use crate::manifest::App;
 
-mod bindings {
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "wit-deps/spin-sdk",
         world: "spin:sdk/spin-sdk-redis",

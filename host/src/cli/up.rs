@@ -21,6 +21,7 @@ use crate::triggers;
 use crate::triggers::http::HttpTrigger;
 use crate::triggers::http::routes::Route;
 use crate::triggers::nats::NatsTrigger;
+use crate::triggers::redis::RedisTrigger;
 
 /// Runs a Spin app.
 #[derive(Args, Debug)]
@@ -156,6 +157,10 @@ impl UpCommand {
                 )
                 .await?,
             );
+            let redis = RedisTrigger::new(&app, &engine, &capabilities, &components, &admissions)?;
+            let mut subscriptions = nats.subscriptions();
+            subscriptions.extend(redis.subscriptions());
+            let redis_channels = redis.subscribe().await?;
             let listener = TcpListener::bind(self.listen)
                 .await
                 .with_context(|| format!("listening on {}", self.listen))?;
@@ -163,7 +168,7 @@ impl UpCommand {
                 .await
                 .with_context(|| format!("--ops-listen {}", self.ops_listen))?;
             print_routes(listener.local_addr()?, trigger.routes());
-            print_subscriptions(&nats.subscriptions());
+            print_subscriptions(&subscriptions);
             println!("Operations on http://{}", ops_listener.local_addr()?);
 
             let deployer = Arc::new(Deployer::new(
@@ -203,10 +208,17 @@ impl UpCommand {
                 let stopped = stopped.clone();
                 tokio::spawn(async move { nats.run(stopped).await })
             };
+            let redis_consuming: Vec<_> = redis_channels
+                .into_iter()
+                .map(|channel| tokio::spawn(channel.run(stopped.clone())))
+                .collect();
             trigger
                 .serve(listener, limits, stop_requested(stopped))
                 .await?;
             consuming.await.context("the NATS trigger task")?;
+            for channel in redis_consuming {
+                channel.await.context("a Redis trigger task")?;
+            }
             ops.await.context("the ops listener task")??;
             Ok(())
         })

@@ -44,6 +44,8 @@ pub struct App {
     pub http_triggers: Vec<HttpTrigger>,
     /// `[[trigger.nats]]` in file order.
     pub nats_triggers: Vec<NatsTrigger>,
+    /// `[[trigger.redis]]` in file order.
+    pub redis_triggers: Vec<RedisTrigger>,
 }
 
 impl App {
@@ -65,6 +67,8 @@ impl App {
         self.http_triggers
             .retain(|trigger| selected(&trigger.component));
         self.nats_triggers
+            .retain(|trigger| selected(&trigger.component));
+        self.redis_triggers
             .retain(|trigger| selected(&trigger.component));
         Ok(self)
     }
@@ -263,6 +267,29 @@ pub struct NatsTrigger {
     /// Where messages that were rejected or ran out of deliveries go
     /// (default `spindle.dead-letter.<component>`).
     pub dead_letter_subject: String,
+}
+
+/// One `[[trigger.redis]]`: messages published on a Redis channel, each
+/// handed to the component's `spin:redis/inbound-redis` export.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTrigger {
+    /// The id of a component defined in the manifest.
+    pub component: String,
+    /// `redis://` or `rediss://`: the entry's `address`, or
+    /// `[application.trigger.redis] address`. May hold a password.
+    pub address: String,
+    /// The channel subscribed to.
+    pub channel: String,
+}
+
+impl std::fmt::Debug for RedisTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The address may carry a password.
+        f.debug_struct("RedisTrigger")
+            .field("component", &self.component)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Deliveries of one message unless `max_deliver` says otherwise.

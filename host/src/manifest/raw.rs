@@ -65,6 +65,17 @@ pub(super) struct Triggers {
     pub http: Vec<HttpTrigger>,
     #[serde(default)]
     pub nats: Vec<NatsTrigger>,
+    #[serde(default)]
+    pub redis: Vec<RedisTrigger>,
+}
+
+/// `[[trigger.redis]]`, Spin's: a channel on a Redis server. Other keys are
+/// ignored, as Spin ignores them.
+#[derive(Deserialize)]
+pub(super) struct RedisTrigger {
+    pub address: Option<String>,
+    pub channel: Option<String>,
+    pub component: Option<ComponentRef>,
 }
 
 /// `[[trigger.nats]]`; every key optional here so that a missing one is

@@ -14,11 +14,11 @@ use super::syntax::{
 };
 use super::{
     App, BuildConfig, Component, DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, FileMount, HttpRoute,
-    HttpTrigger, NatsTrigger, SpindleSettings, Variable, raw, toml_error,
+    HttpTrigger, NatsTrigger, RedisTrigger, SpindleSettings, Variable, raw, toml_error,
 };
 use crate::bus::{is_literal_subject, is_subject_pattern};
 
-const SUPPORTED_TRIGGERS: [&str; 2] = ["http", "nats"];
+const SUPPORTED_TRIGGERS: [&str; 3] = ["http", "nats", "redis"];
 
 /// Builds one-line errors that start with the manifest path.
 struct Errors<'a> {
@@ -72,6 +72,12 @@ pub(super) fn parse(text: &str, manifest_path: &Path) -> anyhow::Result<App> {
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     let http_triggers = http_triggers(&errors, &components, manifest.trigger.http)?;
     let nats_triggers = nats_triggers(&errors, &components, manifest.trigger.nats)?;
+    let redis_triggers = redis_triggers(
+        &errors,
+        &components,
+        application.trigger.get("redis"),
+        manifest.trigger.redis,
+    )?;
 
     Ok(App {
         manifest_path: manifest_path.to_path_buf(),
@@ -84,6 +90,7 @@ pub(super) fn parse(text: &str, manifest_path: &Path) -> anyhow::Result<App> {
         components,
         http_triggers,
         nats_triggers,
+        redis_triggers,
     })
 }
 
@@ -404,6 +411,73 @@ fn http_triggers(
     Ok(triggers)
 }
 
+/// The component a trigger entry names, which must be defined.
+fn component_ref(
+    errors: &Errors,
+    components: &BTreeMap<String, Component>,
+    entry: &str,
+    raw: Option<raw::ComponentRef>,
+) -> anyhow::Result<String> {
+    match raw {
+        None => Err(errors.at(entry, "missing `component`")),
+        Some(raw::ComponentRef::Inline(_)) => Err(errors.at(
+            format!("{entry} component"),
+            "inline components are not supported; define [component.<id>] and name it here",
+        )),
+        Some(raw::ComponentRef::Id(id)) if !components.contains_key(&id) => Err(errors.at(
+            entry,
+            format!("names component `{id}`, which is not defined"),
+        )),
+        Some(raw::ComponentRef::Id(id)) => Ok(id),
+    }
+}
+
+fn redis_triggers(
+    errors: &Errors,
+    components: &BTreeMap<String, Component>,
+    settings: Option<&toml::Table>,
+    raw: Vec<raw::RedisTrigger>,
+) -> anyhow::Result<Vec<RedisTrigger>> {
+    let default_address = match settings.and_then(|settings| settings.get("address")) {
+        None => None,
+        Some(toml::Value::String(address)) => Some(address.clone()),
+        Some(_) => {
+            return Err(errors.at(
+                "[application.trigger.redis] address",
+                "expected a string such as \"redis://localhost:6379\"",
+            ));
+        }
+    };
+    let mut triggers = Vec::with_capacity(raw.len());
+    for (index, trigger) in raw.into_iter().enumerate() {
+        let entry = format!("`[[trigger.redis]]` #{}", index + 1);
+        let Some(address) = trigger.address.or_else(|| default_address.clone()) else {
+            return Err(errors.at(
+                &entry,
+                "missing `address` (or [application.trigger.redis] address)",
+            ));
+        };
+        // The address is not echoed: it may carry a password.
+        if !(address.starts_with("redis://") || address.starts_with("rediss://")) {
+            return Err(errors.at(
+                format!("{entry} address"),
+                "must start with redis:// or rediss://",
+            ));
+        }
+        let channel = match trigger.channel {
+            Some(channel) if !channel.is_empty() => channel,
+            _ => return Err(errors.at(&entry, "missing `channel`")),
+        };
+        let component = component_ref(errors, components, &entry, trigger.component)?;
+        triggers.push(RedisTrigger {
+            component,
+            address,
+            channel,
+        });
+    }
+    Ok(triggers)
+}
+
 fn nats_triggers(
     errors: &Errors,
     components: &BTreeMap<String, Component>,
@@ -423,22 +497,7 @@ fn nats_triggers(
             }
             Some(subject) => subject,
         };
-        let component = match trigger.component {
-            None => return Err(errors.at(&entry, "missing `component`")),
-            Some(raw::ComponentRef::Inline(_)) => {
-                return Err(errors.at(
-                    at("component"),
-                    "inline components are not supported; define [component.<id>] and name it here",
-                ));
-            }
-            Some(raw::ComponentRef::Id(id)) if !components.contains_key(&id) => {
-                return Err(errors.at(
-                    &entry,
-                    format!("names component `{id}`, which is not defined"),
-                ));
-            }
-            Some(raw::ComponentRef::Id(id)) => id,
-        };
+        let component = component_ref(errors, components, &entry, trigger.component)?;
         let name_like = |key: &str, value: &Option<String>| match value {
             Some(name)
                 if name.is_empty()
@@ -937,6 +996,32 @@ command = ["make one", "make two"]
     fn relative_file_destination_is_rejected() {
         let message = parse_err(&with("files = [{ source = \"a\", destination = \"b\" }]\n"));
         assert_contains(&message, "destination \"b\" must be an absolute path");
+    }
+
+    #[test]
+    fn redis_triggers_take_the_application_address_and_name_what_is_missing() {
+        let app = parse(
+            &with(
+                "[application.trigger.redis]\naddress = \"redis://localhost:6379\"\n\
+                 [[trigger.redis]]\nchannel = \"news\"\ncomponent = \"hello\"\n",
+            ),
+            Path::new(PATH),
+        )
+        .expect("valid");
+        assert_eq!(app.redis_triggers[0].address, "redis://localhost:6379");
+        assert_eq!(app.redis_triggers[0].channel, "news");
+        let missing = parse_err(&with(
+            "[[trigger.redis]]\nchannel = \"news\"\ncomponent = \"hello\"\n",
+        ));
+        assert_contains(&missing, "missing `address`");
+        let scheme = parse_err(&with(
+            "[[trigger.redis]]\naddress = \"http://x\"\nchannel = \"c\"\ncomponent = \"hello\"\n",
+        ));
+        assert_contains(&scheme, "must start with redis://");
+        let channel = parse_err(&with(
+            "[[trigger.redis]]\naddress = \"redis://x\"\ncomponent = \"hello\"\n",
+        ));
+        assert_contains(&channel, "missing `channel`");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod http;
 pub mod nats;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -73,7 +73,7 @@ impl MessageHandler {
             let started = std::time::Instant::now();
             let instance = self.pre.instantiate_async(&mut store).await?;
             metrics::instance_started(id, started.elapsed());
-            let _released = ReleaseOnDrop(id);
+            let _released = metrics::ReleaseOnDrop(id);
             store
                 .run_concurrent(async |accessor| {
                     instance
@@ -98,15 +98,5 @@ impl MessageHandler {
                 self.timeout
             )),
         }
-    }
-}
-
-/// Counts the instance as released however the call ends (even cancelled
-/// by its timeout).
-struct ReleaseOnDrop<'a>(&'a str);
-
-impl Drop for ReleaseOnDrop<'_> {
-    fn drop(&mut self) {
-        metrics::instance_released(self.0);
     }
 }

@@ -1,0 +1,207 @@
+//! The Redis trigger, Spin's: one subscription per `[[trigger.redis]]`
+//! channel, each message handed to the component's
+//! `spin:redis/inbound-redis@3.0.0` export (what spin-sdk's
+//! `#[redis_subscriber]` builds) in a fresh instance.
+//!
+//! Redis pub/sub keeps nothing, so delivery is at most once, as in Spin: a
+//! handler that fails or traps is logged and the message is gone. The
+//! component's admission control bounds how many run at once; a message
+//! waits for its turn rather than being dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use tokio::sync::watch;
+use wasmtime::Engine;
+
+use super::Admissions;
+use super::admission::Admission;
+use crate::capabilities::AppCapabilities;
+use crate::engine::{self, LoadedComponent};
+use crate::manifest::{self, App};
+use crate::metrics;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit-deps/spin-sdk",
+        inline: "
+            package spindle:redis-trigger;
+            world subscriber {
+                export spin:redis/inbound-redis@3.0.0;
+            }
+        ",
+        world: "spindle:redis-trigger/subscriber",
+        exports: { default: async | store },
+        with: { "spin:redis/redis": crate::capabilities::redis::bindings::spin::redis::redis },
+    });
+}
+
+use bindings::SubscriberPre;
+
+/// Delivers Redis channel messages to the app's Redis-triggered components.
+pub struct RedisTrigger {
+    subscribers: Vec<Subscriber>,
+}
+
+/// One `[[trigger.redis]]` at work.
+struct Subscriber {
+    trigger: manifest::RedisTrigger,
+    component: Arc<manifest::Component>,
+    pre: SubscriberPre<engine::InstanceState>,
+    admission: Arc<Admission>,
+    engine: Engine,
+    capabilities: Arc<AppCapabilities>,
+    timeout: Duration,
+}
+
+impl RedisTrigger {
+    /// Checks each triggered component's export; triggers of components
+    /// that are not loaded (not selected with `-c`) are left out.
+    pub fn new(
+        app: &App,
+        engine: &Engine,
+        capabilities: &Arc<AppCapabilities>,
+        components: &[LoadedComponent],
+        admissions: &Admissions,
+    ) -> anyhow::Result<Self> {
+        let mut subscribers = Vec::new();
+        for trigger in &app.redis_triggers {
+            let Some(loaded) = components.iter().find(|c| c.config.id == trigger.component) else {
+                continue;
+            };
+            let pre = SubscriberPre::new(loaded.pre.clone()).map_err(|error| {
+                anyhow::anyhow!(
+                    "component `{}` is Redis-triggered but does not export \
+                     spin:redis/inbound-redis@3.0.0 ({error})",
+                    trigger.component
+                )
+            })?;
+            let admission = admissions.get(&trigger.component).cloned().ok_or_else(|| {
+                anyhow::anyhow!("component `{}` has no admission control", trigger.component)
+            })?;
+            subscribers.push(Subscriber {
+                trigger: trigger.clone(),
+                timeout: engine::call_timeout(&loaded.config),
+                component: loaded.config.clone(),
+                pre,
+                admission,
+                engine: engine.clone(),
+                capabilities: capabilities.clone(),
+            });
+        }
+        Ok(Self { subscribers })
+    }
+
+    /// The channels subscribed to, as `(component, channel)`.
+    pub fn subscriptions(&self) -> Vec<(String, String)> {
+        self.subscribers
+            .iter()
+            .map(|s| (s.trigger.component.clone(), s.trigger.channel.clone()))
+            .collect()
+    }
+
+    /// Subscribes every channel; fails, naming the trigger, when a server
+    /// cannot be reached, so `up` stops rather than serve without it.
+    pub async fn subscribe(self) -> anyhow::Result<Vec<Subscription>> {
+        let mut subscriptions = Vec::with_capacity(self.subscribers.len());
+        for subscriber in self.subscribers {
+            let trigger = &subscriber.trigger;
+            let context = || {
+                format!(
+                    "component `{}`: [[trigger.redis]] channel `{}`",
+                    trigger.component, trigger.channel
+                )
+            };
+            let client = redis::Client::open(trigger.address.as_str())
+                .map_err(|error| {
+                    anyhow::anyhow!("the address is not a Redis URL: {}", error.category())
+                })
+                .with_context(context)?;
+            let mut pubsub = client
+                .get_async_pubsub()
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot connect to Redis: {}", error.category()))
+                .with_context(context)?;
+            pubsub
+                .subscribe(&trigger.channel)
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot subscribe: {error}"))
+                .with_context(context)?;
+            tracing::info!(component = %trigger.component, channel = %trigger.channel, "subscribed to Redis");
+            subscriptions.push(Subscription {
+                subscriber: Arc::new(subscriber),
+                pubsub,
+            });
+        }
+        Ok(subscriptions)
+    }
+}
+
+/// A subscribed channel, ready to [`Subscription::run`].
+pub struct Subscription {
+    subscriber: Arc<Subscriber>,
+    pubsub: redis::aio::PubSub,
+}
+
+impl Subscription {
+    /// Hands each message to the component until `stopped` turns true.
+    pub async fn run(self, mut stopped: watch::Receiver<bool>) {
+        let mut messages = self.pubsub.into_on_message();
+        loop {
+            let message = tokio::select! {
+                message = messages.next() => match message {
+                    Some(message) => message,
+                    None => {
+                        tracing::warn!(channel = %self.subscriber.trigger.channel, "Redis subscription ended");
+                        break;
+                    }
+                },
+                _ = stopped.wait_for(|stop| *stop) => break,
+            };
+            let subscriber = self.subscriber.clone();
+            let payload = message.get_payload_bytes().to_vec();
+            tokio::spawn(async move { subscriber.handle(payload).await });
+        }
+    }
+}
+
+impl Subscriber {
+    /// Runs the handler on one message in a fresh instance, under the
+    /// component's timeout; what goes wrong is logged.
+    async fn handle(&self, payload: Vec<u8>) {
+        let _admitted = self.admission.admit_patiently().await;
+        let id = &self.component.id;
+        let mut store = engine::new_store(&self.engine, &self.component, &self.capabilities);
+        let call = async {
+            let started = std::time::Instant::now();
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            metrics::instance_started(id, started.elapsed());
+            let _released = metrics::ReleaseOnDrop(id);
+            store
+                .run_concurrent(async |accessor| {
+                    instance
+                        .spin_redis_inbound_redis()
+                        .call_handle_message(accessor, payload)
+                        .await
+                })
+                .await?
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(component = %id, channel = %self.trigger.channel, "Redis handler failed: {error:?}")
+            }
+            Ok(Err(trap)) => {
+                tracing::warn!(component = %id, channel = %self.trigger.channel, "Redis handler trapped: {trap:?}")
+            }
+            Err(_) => tracing::warn!(
+                component = %id,
+                channel = %self.trigger.channel,
+                "Redis handler did not finish within {:?}",
+                self.timeout
+            ),
+        }
+    }
+}
