@@ -74,6 +74,7 @@ impl AppState {
 }
 
 /// One instance's view: its allow-list and the app's connections.
+#[derive(Clone)]
 pub struct InstanceState {
     allowed_hosts: Arc<AllowedHosts>,
     connections: Arc<Mutex<HashMap<String, ConnectionManager>>>,
@@ -85,16 +86,14 @@ pub struct InstanceState {
 pub struct Connection(ConnectionManager);
 
 impl InstanceState {
-    /// Checks `address` against the allow-list; `None` when it may not be
-    /// used.
-    fn permitted(&self, address: &str) -> Option<()> {
-        let url = redis::parse_redis_url(address)?;
-        let scheme = url.scheme();
-        let host = url.host_str()?;
+    /// Whether `address` is a Redis URL the allow-list allows.
+    fn permitted(&self, address: &str) -> bool {
+        let Some(url) = redis::parse_redis_url(address) else {
+            return false;
+        };
         let port = url.port().unwrap_or(6379);
-        self.allowed_hosts
-            .allows(scheme, host, Some(port))
-            .then_some(())
+        url.host_str()
+            .is_some_and(|host| self.allowed_hosts.allows(url.scheme(), host, Some(port)))
     }
 
     /// The shared connection to `address`, made on first use.
@@ -180,18 +179,8 @@ impl<T> wit::HostConnectionWithStore<T> for Redis {
         accessor: &Accessor<T, Self>,
         address: String,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
-        let state = accessor.with(|mut access| {
-            let view = access.get();
-            (
-                view.state.allowed_hosts.clone(),
-                view.state.connections.clone(),
-            )
-        });
-        let state = InstanceState {
-            allowed_hosts: state.0,
-            connections: state.1,
-        };
-        if state.permitted(&address).is_none() {
+        let state = accessor.with(|mut access| access.get().state.clone());
+        if !state.permitted(&address) {
             tracing::debug!("redis address refused: not in allowed_outbound_hosts, or malformed");
             return Ok(Err(Error::InvalidAddress));
         }

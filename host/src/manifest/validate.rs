@@ -1247,9 +1247,9 @@ command = ["make one", "make two"]
     #[test]
     fn unsupported_trigger_type_is_rejected() {
         let message = parse_err(&with(
-            "[[trigger.redis]]\nchannel = \"x\"\ncomponent = \"hello\"\n",
+            "[[trigger.mqtt]]\naddress = \"mqtt://localhost\"\ncomponent = \"hello\"\n",
         ));
-        assert_contains(&message, "trigger type `redis` is not supported by spindle");
+        assert_contains(&message, "trigger type `mqtt` is not supported by spindle");
     }
 
     #[test]
