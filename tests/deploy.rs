@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use support::services::redis_url;
 use support::{App, Spindle, guest_wasm};
 
 const TOKEN: &str = "test-deploy-token";
@@ -39,9 +40,20 @@ fn start() -> (App, Spindle) {
 
 /// Runs `spindle deploy web --source <wasm>` against `spindle`.
 fn deploy(app: &App, spindle: &Spindle, source: &std::path::Path, token: &str) -> (bool, String) {
+    deploy_component(app, spindle, "web", source, token)
+}
+
+/// Runs `spindle deploy <component> --source <wasm>` against `spindle`.
+fn deploy_component(
+    app: &App,
+    spindle: &Spindle,
+    component: &str,
+    source: &std::path::Path,
+    token: &str,
+) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_spindle"))
         .arg("deploy")
-        .arg("web")
+        .arg(component)
         .arg("-f")
         .arg(app.manifest_path())
         .arg("--source")
@@ -198,4 +210,68 @@ fn an_empty_or_placeholder_deploy_token_stops_start_up() {
         app.run_up_expecting_failure_with(&["--deploy-token", "replace-with-a-random-token"]);
     assert_ne!(code, 0);
     assert!(stderr.contains("placeholder"), "{stderr}");
+}
+
+/// A Redis-triggered component: a new version that no longer exports the
+/// Redis handler is refused and nothing is swapped (its HTTP side neither);
+/// a version that does is swapped in and handles the next message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_triggered_component_is_swapped_only_for_a_version_that_handles_redis() {
+    let channel = format!("spindle-deploy-{}", uuid::Uuid::new_v4().simple());
+    let app = App::new(&format!(
+        "spin_manifest_version = 2\n[application]\nname = \"deploy-redis\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"subscriber\"\n\
+         [[trigger.redis]]\naddress = \"{}\"\nchannel = \"{channel}\"\ncomponent = \"subscriber\"\n\
+         [component.subscriber]\nsource = \"{}\"\nkey_value_stores = [\"default\"]\n",
+        redis_url(),
+        guest_wasm("redis-subscriber").display()
+    ));
+    let spindle = app.start_with_env(&[], &[("SPINDLE_DEPLOY_TOKEN", TOKEN)]);
+    let client = redis::Client::open(redis_url().as_str()).expect("a Redis URL");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let mut expected = String::new();
+    let mut publish_and_see = async |message: &str| {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(message)
+            .query_async(&mut redis)
+            .await
+            .expect("publish");
+        expected.push_str(message);
+        expected.push('\n');
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let received = spindle.get("/").await.body;
+            if received == expected {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "received {received:?}, want {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    publish_and_see("before").await;
+
+    let (ok, output) = deploy_component(&app, &spindle, "subscriber", &guest_wasm("hello"), TOKEN);
+    assert!(
+        !ok,
+        "a version without the Redis export must be refused: {output}"
+    );
+    assert!(output.contains("inbound-redis"), "{output}");
+    publish_and_see("after the refusal").await;
+
+    let (ok, output) = deploy_component(
+        &app,
+        &spindle,
+        "subscriber",
+        &guest_wasm("redis-subscriber"),
+        TOKEN,
+    );
+    assert!(ok, "{output}");
+    publish_and_see("after the deploy").await;
 }

@@ -157,7 +157,13 @@ impl UpCommand {
                 )
                 .await?,
             );
-            let redis = RedisTrigger::new(&app, &engine, &capabilities, &components, &admissions)?;
+            let redis = Arc::new(RedisTrigger::new(
+                &app,
+                &engine,
+                &capabilities,
+                &components,
+                &admissions,
+            )?);
             let mut subscriptions = nats.subscriptions();
             subscriptions.extend(redis.subscriptions());
             let redis_channels = redis.subscribe().await?;
@@ -175,7 +181,7 @@ impl UpCommand {
                 engine.clone(),
                 linker,
                 cache,
-                (trigger.clone(), nats.clone()),
+                (trigger.clone(), nats.clone(), redis.clone()),
                 selected.iter().map(|component| (*component).clone()),
                 self.deploy_token.clone(),
             ));

@@ -20,6 +20,7 @@ use crate::engine::{CompileCache, InstanceState, LoadedComponent};
 use crate::manifest;
 use crate::triggers::http::HttpTrigger;
 use crate::triggers::nats::NatsTrigger;
+use crate::triggers::redis::RedisTrigger;
 
 /// The largest component a deploy accepts.
 pub const MAX_COMPONENT_BYTES: usize = 256 << 20;
@@ -52,6 +53,7 @@ pub struct Deployer {
     cache: CompileCache,
     http: Arc<HttpTrigger>,
     nats: Arc<NatsTrigger>,
+    redis: Arc<RedisTrigger>,
     components: HashMap<String, manifest::Component>,
     /// Deploys are refused unless a token is configured.
     token: Option<String>,
@@ -63,7 +65,7 @@ impl Deployer {
         engine: Engine,
         linker: Linker<InstanceState>,
         cache: CompileCache,
-        (http, nats): (Arc<HttpTrigger>, Arc<NatsTrigger>),
+        (http, nats, redis): (Arc<HttpTrigger>, Arc<NatsTrigger>, Arc<RedisTrigger>),
         components: impl IntoIterator<Item = manifest::Component>,
         token: Option<String>,
     ) -> Self {
@@ -73,6 +75,7 @@ impl Deployer {
             cache,
             http,
             nats,
+            redis,
             components: components.into_iter().map(|c| (c.id.clone(), c)).collect(),
             token,
         }
@@ -95,8 +98,12 @@ impl Deployer {
         let Some(component) = self.components.get(id) else {
             return Err(DeployError::UnknownComponent(id.to_string()));
         };
-        let (http, nats) = (self.http.serves(id), self.nats.serves(id));
-        if !http && !nats {
+        let (http, nats, redis) = (
+            self.http.serves(id),
+            self.nats.serves(id),
+            self.redis.serves(id),
+        );
+        if !http && !nats && !redis {
             return Err(DeployError::UnknownComponent(id.to_string()));
         }
         let invalid = |error: anyhow::Error| DeployError::Invalid(format!("{error:#}"));
@@ -107,11 +114,17 @@ impl Deployer {
         if nats {
             self.nats.check(&loaded).map_err(invalid)?;
         }
+        if redis {
+            self.redis.check(&loaded).map_err(invalid)?;
+        }
         if http {
             self.http.replace(&loaded).map_err(invalid)?;
         }
         if nats {
             self.nats.replace(&loaded).map_err(invalid)?;
+        }
+        if redis {
+            self.redis.replace(&loaded).map_err(invalid)?;
         }
         let digest: String = Sha256::digest(wasm)
             .iter()

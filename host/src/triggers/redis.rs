@@ -8,7 +8,8 @@
 //! component's admission control bounds how many run at once; a message
 //! waits for its turn rather than being dropped.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -40,16 +41,21 @@ mod bindings {
 
 use bindings::SubscriberPre;
 
+/// A component's handler, swapped whole by a hot deploy; a message takes
+/// a clone when it starts, so it finishes on the version it began with.
+type HandlerSlot = Arc<RwLock<SubscriberPre<engine::InstanceState>>>;
+
 /// Delivers Redis channel messages to the app's Redis-triggered components.
 pub struct RedisTrigger {
-    subscribers: Vec<Subscriber>,
+    subscribers: Vec<Arc<Subscriber>>,
+    handlers: HashMap<String, HandlerSlot>,
 }
 
 /// One `[[trigger.redis]]` at work.
 struct Subscriber {
     trigger: manifest::RedisTrigger,
     component: Arc<manifest::Component>,
-    pre: SubscriberPre<engine::InstanceState>,
+    handler: HandlerSlot,
     admission: Arc<Admission>,
     engine: Engine,
     capabilities: Arc<AppCapabilities>,
@@ -67,31 +73,61 @@ impl RedisTrigger {
         admissions: &Admissions,
     ) -> anyhow::Result<Self> {
         let mut subscribers = Vec::new();
+        let mut handlers: HashMap<String, HandlerSlot> = HashMap::new();
         for trigger in &app.redis_triggers {
             let Some(loaded) = components.iter().find(|c| c.config.id == trigger.component) else {
                 continue;
             };
-            let pre = SubscriberPre::new(loaded.pre.clone()).map_err(|error| {
-                anyhow::anyhow!(
-                    "component `{}` is Redis-triggered but does not export \
-                     spin:redis/inbound-redis@3.0.0 ({error})",
-                    trigger.component
-                )
-            })?;
+            let handler = match handlers.get(&trigger.component) {
+                Some(handler) => handler.clone(),
+                None => {
+                    let handler = Arc::new(RwLock::new(subscriber_pre(loaded)?));
+                    handlers.insert(trigger.component.clone(), handler.clone());
+                    handler
+                }
+            };
             let admission = admissions.get(&trigger.component).cloned().ok_or_else(|| {
                 anyhow::anyhow!("component `{}` has no admission control", trigger.component)
             })?;
-            subscribers.push(Subscriber {
+            subscribers.push(Arc::new(Subscriber {
                 trigger: trigger.clone(),
                 timeout: engine::call_timeout(&loaded.config),
                 component: loaded.config.clone(),
-                pre,
+                handler,
                 admission,
                 engine: engine.clone(),
                 capabilities: capabilities.clone(),
-            });
+            }));
         }
-        Ok(Self { subscribers })
+        Ok(Self {
+            subscribers,
+            handlers,
+        })
+    }
+
+    /// Whether `id` is one of the Redis-triggered components this host runs.
+    pub fn serves(&self, id: &str) -> bool {
+        self.handlers.contains_key(id)
+    }
+
+    /// Whether `loaded` could replace its running version (it exports the
+    /// Redis handler).
+    pub fn check(&self, loaded: &LoadedComponent) -> anyhow::Result<()> {
+        subscriber_pre(loaded).map(drop)
+    }
+
+    /// Swaps in a new version of a running component; refused (and the old
+    /// one kept) unless it exports the Redis handler.
+    pub fn replace(&self, loaded: &LoadedComponent) -> anyhow::Result<()> {
+        let id = &loaded.config.id;
+        let Some(slot) = self.handlers.get(id) else {
+            anyhow::bail!("component `{id}` is not served by this host's Redis trigger");
+        };
+        let pre = subscriber_pre(loaded)?;
+        *slot
+            .write()
+            .map_err(|_| anyhow::anyhow!("component `{id}`: handler lock poisoned"))? = pre;
+        Ok(())
     }
 
     /// The channels subscribed to, as `(component, channel)`.
@@ -104,9 +140,9 @@ impl RedisTrigger {
 
     /// Subscribes every channel; fails, naming the trigger, when a server
     /// cannot be reached, so `up` stops rather than serve without it.
-    pub async fn subscribe(self) -> anyhow::Result<Vec<Subscription>> {
+    pub async fn subscribe(&self) -> anyhow::Result<Vec<Subscription>> {
         let mut subscriptions = Vec::with_capacity(self.subscribers.len());
-        for subscriber in self.subscribers {
+        for subscriber in &self.subscribers {
             let trigger = &subscriber.trigger;
             let context = || {
                 format!(
@@ -131,12 +167,25 @@ impl RedisTrigger {
                 .with_context(context)?;
             tracing::info!(component = %trigger.component, channel = %trigger.channel, "subscribed to Redis");
             subscriptions.push(Subscription {
-                subscriber: Arc::new(subscriber),
+                subscriber: subscriber.clone(),
                 pubsub,
             });
         }
         Ok(subscriptions)
     }
+}
+
+/// The component's Redis handler, if it exports one.
+fn subscriber_pre(
+    loaded: &LoadedComponent,
+) -> anyhow::Result<SubscriberPre<engine::InstanceState>> {
+    SubscriberPre::new(loaded.pre.clone()).map_err(|error| {
+        anyhow::anyhow!(
+            "component `{}` is Redis-triggered but does not export \
+             spin:redis/inbound-redis@3.0.0 ({error})",
+            loaded.config.id
+        )
+    })
 }
 
 /// A subscribed channel, ready to [`Subscription::run`].
@@ -172,11 +221,18 @@ impl Subscriber {
     /// component's timeout; what goes wrong is logged.
     async fn handle(&self, payload: Vec<u8>) {
         let _admitted = self.admission.admit_patiently().await;
+        let pre = match self.handler.read() {
+            Ok(pre) => pre.clone(),
+            Err(_) => {
+                tracing::error!(component = %self.component.id, "Redis handler lock poisoned");
+                return;
+            }
+        };
         let id = &self.component.id;
         let mut store = engine::new_store(&self.engine, &self.component, &self.capabilities);
         let call = async {
             let started = std::time::Instant::now();
-            let instance = self.pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
             metrics::instance_started(id, started.elapsed());
             let _released = metrics::ReleaseOnDrop(id);
             store
