@@ -4,9 +4,9 @@
 //! `#[redis_subscriber]` builds) in a fresh instance.
 //!
 //! Redis pub/sub keeps nothing, so delivery is at most once, as in Spin: a
-//! handler that fails or traps is logged and the message is gone. The
-//! component's admission control bounds how many run at once; a message
-//! waits for its turn rather than being dropped.
+//! handler that fails or traps is logged and the message is gone. Each
+//! subscription holds at most `max_concurrency` messages, and each waits
+//! for the component's admission in line with its other callers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use wasmtime::Engine;
 
 use super::Admissions;
@@ -196,9 +196,22 @@ pub struct Subscription {
 
 impl Subscription {
     /// Hands each message to the component until `stopped` turns true.
+    /// At most the component's `max_concurrency` messages are in hand at
+    /// once: past that the channel is not read (and Redis, not the host,
+    /// holds what comes meanwhile).
     pub async fn run(self, mut stopped: watch::Receiver<bool>) {
+        let in_flight = Arc::new(Semaphore::new(
+            engine::max_concurrency(&self.subscriber.component) as usize,
+        ));
         let mut messages = self.pubsub.into_on_message();
         loop {
+            let permit = tokio::select! {
+                permit = in_flight.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = stopped.wait_for(|stop| *stop) => break,
+            };
             let message = tokio::select! {
                 message = messages.next() => match message {
                     Some(message) => message,
@@ -211,7 +224,10 @@ impl Subscription {
             };
             let subscriber = self.subscriber.clone();
             let payload = message.get_payload_bytes().to_vec();
-            tokio::spawn(async move { subscriber.handle(payload).await });
+            tokio::spawn(async move {
+                subscriber.handle(payload).await;
+                drop(permit);
+            });
         }
     }
 }
