@@ -55,25 +55,29 @@ fn guests() -> Vec<String> {
 /// Panics with cargo's output if the build fails.
 pub fn build_guests() {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        // `CARGO` is the cargo that runs the tests, so the guests are built by
-        // the same toolchain.
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = Command::new(cargo)
-            .current_dir(workspace_root())
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .arg("--target-dir")
-            .arg(target_dir())
-            .args(guests().iter().flat_map(|guest| ["-p", guest.as_str()]))
-            .output()
-            .expect("running cargo to build the test guests");
-        assert!(
-            output.status.success(),
-            "building the test guests failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    });
+    BUILT.get_or_init(|| cargo_build("wasm32-wasip2", &guests()));
+}
+
+/// Builds the guest crates `packages` for `target` in release mode; panics
+/// with cargo's output if the build fails.
+fn cargo_build(target: &str, packages: &[String]) {
+    // `CARGO` is the cargo that runs the tests, so the guests are built by
+    // the same toolchain.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--target", target])
+        .arg("--target-dir")
+        .arg(target_dir())
+        .args(packages.iter().flat_map(|guest| ["-p", guest.as_str()]))
+        .output()
+        .expect("running cargo to build test guests");
+    assert!(
+        output.status.success(),
+        "building {packages:?} for {target} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// `CARGO_TARGET_DIR` (relative to the workspace root) if set, else
@@ -104,20 +108,7 @@ pub fn guest_wasm(name: &str) -> PathBuf {
 /// (`wasm32-wasip1` or `wasm32-unknown-unknown`), as Spin's older SDKs
 /// build apps; built here if `scripts/test` has not built it already.
 pub fn core_module_wasm(name: &str, target: &str) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(["build", "--release", "--target", target, "-p", name])
-        .arg("--target-dir")
-        .arg(target_dir())
-        .output()
-        .expect("running cargo to build a core module guest");
-    assert!(
-        output.status.success(),
-        "building {name} for {target} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    cargo_build(target, &[name.to_owned()]);
     target_dir()
         .join(target)
         .join("release")

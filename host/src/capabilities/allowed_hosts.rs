@@ -3,12 +3,32 @@
 //! connects somewhere (outbound HTTP, PostgreSQL, sockets). A host is a
 //! name, `*.domain`, `*`, an IP address or an IP range (`10.0.0.0/8`).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
 use super::variables;
+use crate::manifest::App;
+
+/// Every component's `allowed_outbound_hosts`, by component id.
+pub type ByComponent = HashMap<String, Arc<AllowedHosts>>;
+
+/// Renders and parses every component's `allowed_outbound_hosts`, once at
+/// start-up, for all the capabilities that connect somewhere; an error
+/// names the component and the entry.
+pub fn render_all(app: &App, variables: &variables::AppState) -> anyhow::Result<ByComponent> {
+    app.components
+        .values()
+        .map(|component| {
+            let hosts = AllowedHosts::render(&component.allowed_outbound_hosts, variables)
+                .with_context(|| format!("[component.{}] allowed_outbound_hosts", component.id))?;
+            Ok((component.id.clone(), Arc::new(hosts)))
+        })
+        .collect()
+}
 
 /// The host name that addresses the app itself (routed by path).
 pub const SELF_HOST: &str = "self";

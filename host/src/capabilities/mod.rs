@@ -77,17 +77,19 @@ impl AppCapabilities {
         // Other capabilities render their manifest templates with these.
         let variables =
             variables::AppState::configure(app, &runtime_config.variables_providers, settings)?;
+        // Rendered once for every capability that connects somewhere.
+        let allowed_hosts = allowed_hosts::render_all(app, &variables)?;
         Ok(Self {
             key_value: key_value::AppState::configure(app, runtime_config, settings).await?,
             sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
-            postgres: postgres::AppState::configure(app, &variables)?,
-            redis: redis::AppState::configure(app, &variables)?,
+            postgres: postgres::AppState::configure(app, &allowed_hosts),
+            redis: redis::AppState::configure(&allowed_hosts),
             sql: sql::AppState::configure(app, runtime_config, settings, bus).await?,
             messaging: messaging::AppState::configure(app, bus),
-            outbound_http: outbound_http::AppState::configure(app, runtime_config, &variables)?,
+            outbound_http: outbound_http::AppState::configure(app, runtime_config, &allowed_hosts),
             stdio: stdio::AppState::configure(app, settings)?,
             files: files::AppState::configure(app, settings)?,
-            sockets: sockets::AppState::configure(app, &variables)?,
+            sockets: sockets::AppState::configure(&allowed_hosts),
             variables,
         })
     }

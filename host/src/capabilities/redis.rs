@@ -11,15 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use wasmtime::component::{Accessor, HasData, Linker, Resource};
 
 use super::View;
 use super::allowed_hosts::AllowedHosts;
-use super::variables;
 use crate::engine;
-use crate::manifest::App;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -45,19 +42,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Renders and parses every component's `allowed_outbound_hosts`;
-    /// connections open when a guest first asks.
-    pub fn configure(app: &App, variables: &variables::AppState) -> anyhow::Result<Self> {
-        let mut allowed_hosts = HashMap::new();
-        for component in app.components.values() {
-            let hosts = AllowedHosts::render(&component.allowed_outbound_hosts, variables)
-                .with_context(|| format!("[component.{}] allowed_outbound_hosts", component.id))?;
-            allowed_hosts.insert(component.id.clone(), Arc::new(hosts));
-        }
-        Ok(Self {
-            allowed_hosts,
+    /// Takes every component's allow-list; connections open when a guest
+    /// first asks.
+    pub fn configure(allowed_hosts: &crate::capabilities::allowed_hosts::ByComponent) -> Self {
+        Self {
+            allowed_hosts: allowed_hosts.clone(),
             connections: Arc::default(),
-        })
+        }
     }
 
     /// What one instance of `component` may reach.

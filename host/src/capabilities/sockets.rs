@@ -12,13 +12,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
 use super::allowed_hosts::AllowedHosts;
-use super::variables;
-use crate::manifest::App;
 
 /// Each component's socket policy.
 #[derive(Default)]
@@ -27,17 +24,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Renders and parses every component's `allowed_outbound_hosts`.
-    pub fn configure(app: &App, variables: &variables::AppState) -> anyhow::Result<Self> {
-        let mut allowed = HashMap::new();
-        for component in app.components.values() {
-            let hosts = AllowedHosts::render(&component.allowed_outbound_hosts, variables)
-                .with_context(|| format!("[component.{}] allowed_outbound_hosts", component.id))?;
-            if !hosts.is_empty() {
-                allowed.insert(component.id.clone(), Arc::new(hosts));
-            }
-        }
-        Ok(Self { allowed })
+    /// Keeps the allow-lists that open any network at all.
+    pub fn configure(allowed_hosts: &crate::capabilities::allowed_hosts::ByComponent) -> Self {
+        let allowed = allowed_hosts
+            .iter()
+            .filter(|(_, hosts)| !hosts.is_empty())
+            .map(|(id, hosts)| (id.clone(), hosts.clone()))
+            .collect();
+        Self { allowed }
     }
 
     /// Opens the network of `component`'s instance as far as its entries

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -26,7 +25,6 @@ use wasmtime::component::Linker;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::allowed_hosts::{AllowedHosts, SELF_HOST};
-use super::variables;
 use crate::engine;
 use crate::manifest::{App, RuntimeConfig};
 use crate::metrics;
@@ -59,19 +57,13 @@ impl AppState {
     pub fn configure(
         app: &App,
         runtime_config: &RuntimeConfig,
-        variables: &variables::AppState,
-    ) -> anyhow::Result<Self> {
-        let mut components = HashMap::new();
-        for component in app.components.values() {
-            let allowed = AllowedHosts::render(&component.allowed_outbound_hosts, variables)
-                .with_context(|| format!("[component.{}] allowed_outbound_hosts", component.id))?;
-            components.insert(component.id.clone(), Arc::new(allowed));
-        }
-        Ok(Self {
-            components,
+        allowed_hosts: &crate::capabilities::allowed_hosts::ByComponent,
+    ) -> Self {
+        Self {
+            components: allowed_hosts.clone(),
             local: LocalDispatcher::default(),
             resilience: Arc::new(Resilience::configure(app, runtime_config)),
-        })
+        }
     }
 
     /// Makes `dispatch` serve service-chaining requests from now on. Held
@@ -406,9 +398,15 @@ mod tests {
              [component.a]\nsource = \"a.wasm\"\nallowed_outbound_hosts = {allowed_outbound_hosts}\n"
         );
         let app = manifest::parse(&text, Path::new("/nonexistent/spin.toml")).expect("manifest");
-        let variables =
-            variables::AppState::configure(&app, &[], &HostSettings::default()).expect("variables");
-        AppState::configure(&app, &RuntimeConfig::default(), &variables).expect("configure")
+        let variables = crate::capabilities::variables::AppState::configure(
+            &app,
+            &[],
+            &HostSettings::default(),
+        )
+        .expect("variables");
+        let allowed_hosts =
+            crate::capabilities::allowed_hosts::render_all(&app, &variables).expect("allow-lists");
+        AppState::configure(&app, &RuntimeConfig::default(), &allowed_hosts)
     }
 
     #[test]
@@ -433,13 +431,15 @@ mod tests {
                     [component.a]\nsource = \"a.wasm\"\n\
                     allowed_outbound_hosts = [\"https://example.com/path\"]\n";
         let app = manifest::parse(text, Path::new("/nonexistent/spin.toml")).expect("manifest");
-        let variables =
-            variables::AppState::configure(&app, &[], &HostSettings::default()).expect("variables");
+        let variables = crate::capabilities::variables::AppState::configure(
+            &app,
+            &[],
+            &HostSettings::default(),
+        )
+        .expect("variables");
         let error = format!(
             "{:#}",
-            AppState::configure(&app, &RuntimeConfig::default(), &variables)
-                .err()
-                .expect("fails")
+            crate::capabilities::allowed_hosts::render_all(&app, &variables).expect_err("fails")
         );
         assert!(error.contains("[component.a]"), "{error}");
         assert!(error.contains("https://example.com/path"), "{error}");

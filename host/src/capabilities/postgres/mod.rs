@@ -16,12 +16,11 @@ mod types;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tracing::Instrument;
 use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
 
+use super::View;
 use super::allowed_hosts::AllowedHosts;
-use super::{View, variables};
 use crate::engine;
 use crate::manifest::App;
 
@@ -54,15 +53,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Renders and parses every component's `allowed_outbound_hosts`; pools
-    /// open lazily, so no server needs to be up at start-up.
-    pub fn configure(app: &App, variables: &variables::AppState) -> anyhow::Result<Self> {
-        let mut allowed_hosts = HashMap::new();
-        for component in app.components.values() {
-            let hosts = AllowedHosts::render(&component.allowed_outbound_hosts, variables)
-                .with_context(|| format!("[component.{}] allowed_outbound_hosts", component.id))?;
-            allowed_hosts.insert(component.id.clone(), Arc::new(hosts));
-        }
+    /// Takes every component's allow-list; pools open lazily, so no server
+    /// needs to be up at start-up.
+    pub fn configure(
+        app: &App,
+        allowed_hosts: &crate::capabilities::allowed_hosts::ByComponent,
+    ) -> Self {
         // Pools are shared by every component: a statement may run as long
         // as the longest call of any of them.
         let statement_limit = app
@@ -71,10 +67,10 @@ impl AppState {
             .map(engine::call_timeout)
             .max()
             .unwrap_or(engine::DEFAULT_CALL_TIMEOUT);
-        Ok(Self {
-            allowed_hosts,
+        Self {
+            allowed_hosts: allowed_hosts.clone(),
             pools: Arc::new(Pools::new(statement_limit)),
-        })
+        }
     }
 
     /// The state one instance of `component` gets.
@@ -458,8 +454,13 @@ mod tests {
         );
         let app = crate::manifest::parse(&manifest, Path::new("/nonexistent/spin.toml"))
             .expect("valid manifest");
-        let variables = variables::AppState::configure(&app, &[], &HostSettings::default())?;
-        AppState::configure(&app, &variables)
+        let variables = crate::capabilities::variables::AppState::configure(
+            &app,
+            &[],
+            &HostSettings::default(),
+        )?;
+        let allowed_hosts = crate::capabilities::allowed_hosts::render_all(&app, &variables)?;
+        Ok(AppState::configure(&app, &allowed_hosts))
     }
 
     #[test]
