@@ -1,21 +1,29 @@
 //! Shared by build scripts (`#[path]`-included): copies the WIT that the
-//! spin-sdk crate ships into a crate's `wit-deps/spin-sdk`, so bindings are
-//! generated from exactly the interfaces spin-sdk guests import (the version
-//! pinned in Cargo.lock), never from a retyped copy.
+//! spin-sdk crates ship into a crate's `wit-deps/`, so bindings are generated
+//! from exactly the interfaces spin-sdk guests import (the versions pinned in
+//! Cargo.lock), never from a retyped copy. spin-sdk 7 carries the WASI 0.3
+//! interfaces; spin-sdk 5 carries Spin 2 and 3's WASI 0.2 worlds
+//! (`fermyon:spin@2.0.0`, `spin:postgres@3.0.0`/`@4.0.0`, `spin:sqlite@3.0.0`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::{env, fs};
 
-/// Brings `<manifest_dir>/wit-deps/spin-sdk` in line with spin-sdk's `wit/`.
+/// Brings `<manifest_dir>/wit-deps/spin-sdk` in line with spin-sdk 7's `wit/`.
 pub fn copy_spin_sdk_wit(manifest_dir: &Path) {
-    let (spin_sdk, workspace_root) = spin_sdk_dir(manifest_dir);
+    copy_wit_of(manifest_dir, 7, "spin-sdk");
+}
+
+/// Brings `<manifest_dir>/wit-deps/<into>` in line with the `wit/` of the
+/// spin-sdk whose major version is `major`.
+pub fn copy_wit_of(manifest_dir: &Path, major: u64, into: &str) {
+    let (spin_sdk, workspace_root) = spin_sdk_dir(manifest_dir, major);
     println!(
         "cargo:rerun-if-changed={}",
         workspace_root.join("Cargo.lock").display()
     );
     let source = spin_sdk.join("wit");
-    let target = manifest_dir.join("wit-deps").join("spin-sdk");
+    let target = manifest_dir.join("wit-deps").join(into);
     if !same_tree(&source, &target) {
         let _ = fs::remove_dir_all(&target);
         copy_tree(&source, &target).unwrap_or_else(|e| {
@@ -24,9 +32,9 @@ pub fn copy_spin_sdk_wit(manifest_dir: &Path) {
     }
 }
 
-/// Where cargo unpacked the spin-sdk the workspace's guests use, and the
-/// workspace's root.
-fn spin_sdk_dir(manifest_dir: &Path) -> (PathBuf, PathBuf) {
+/// Where cargo unpacked the spin-sdk `major`.x the workspace's guests use,
+/// and the workspace's root.
+fn spin_sdk_dir(manifest_dir: &Path, major: u64) -> (PathBuf, PathBuf) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .args(["metadata", "--format-version", "1"])
@@ -43,10 +51,16 @@ fn spin_sdk_dir(manifest_dir: &Path) -> (PathBuf, PathBuf) {
     let packages = metadata["packages"]
         .as_array()
         .expect("metadata lists packages");
+    let prefix = format!("{major}.");
     let spin_sdk = packages
         .iter()
-        .find(|package| package["name"] == "spin-sdk")
-        .expect("spin-sdk is a dependency of the workspace's guests");
+        .find(|package| {
+            package["name"] == "spin-sdk"
+                && package["version"]
+                    .as_str()
+                    .is_some_and(|version| version.starts_with(&prefix))
+        })
+        .unwrap_or_else(|| panic!("spin-sdk {major}.x is a dependency of the workspace's guests"));
     let manifest_path = spin_sdk["manifest_path"].as_str().expect("a manifest path");
     let spin_sdk = Path::new(manifest_path)
         .parent()

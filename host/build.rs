@@ -1,5 +1,6 @@
-//! Copies the WIT that spin-sdk ships into `wit-deps/spin-sdk`, where the
-//! host's `bindgen!` calls read it (see `build-support/spin_sdk_wit.rs`).
+//! Copies the WIT that spin-sdk 7 and 5 ship into `wit-deps/spin-sdk` and
+//! `wit-deps/spin-sdk-5`, where the host's `bindgen!` calls read it (see
+//! `build-support/spin_sdk_wit.rs`).
 
 use std::env;
 use std::path::PathBuf;
@@ -12,4 +13,5 @@ fn main() {
     println!("cargo:rerun-if-changed=../build-support/spin_sdk_wit.rs");
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     spin_sdk_wit::copy_spin_sdk_wit(&manifest_dir);
+    spin_sdk_wit::copy_wit_of(&manifest_dir, 5, "spin-sdk-5");
 }
