@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod connections;
+pub mod js;
 pub mod openapi;
 pub mod services;
 
