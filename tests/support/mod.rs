@@ -19,6 +19,7 @@ use tempfile::TempDir;
 pub mod connections;
 pub mod js;
 pub mod openapi;
+pub mod python;
 pub mod services;
 
 /// How long `spindle up` may take to print `Serving …` or to fail: it compiles
