@@ -1,5 +1,6 @@
-//! Named key-value stores: `spin:key-value/key-value@3.0.0` here, and
-//! `wasi:keyvalue` in [`wasi_keyvalue`], over the same backends and grants.
+//! Named key-value stores: `spin:key-value/key-value@3.0.0` here,
+//! `fermyon:spin/key-value@2.0.0` in [`fermyon_v2`] and `wasi:keyvalue` in
+//! [`wasi_keyvalue`], over the same backends, grants and errors.
 //!
 //! Granted by `key_value_stores = ["label", ...]` in a component; each label's
 //! backend comes from `[key_value_store.<label>]` in the runtime config: an
@@ -31,6 +32,7 @@ use super::{HostSettings, View};
 use crate::engine;
 use crate::manifest::{App, KeyValueStoreConfig, RuntimeConfig};
 
+mod fermyon_v2;
 mod stores;
 mod wasi_keyvalue;
 
@@ -58,6 +60,10 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keys read ahead of the guest by `get-keys`; bounds host memory per listing.
 const KEYS_READ_AHEAD: usize = 256;
+
+/// The most key bytes an interface that lists every key in one answer
+/// (`fermyon:spin/key-value@2.0.0`, `wasi:keyvalue`) may make the host hold.
+const MAX_LISTED_KEY_BYTES: usize = 64 << 20;
 
 /// Where one label's data lives, once the runtime config and the defaults
 /// are applied.
@@ -212,6 +218,37 @@ impl InstanceState {
         }
         self.stores.get(label).cloned().ok_or(Error::NoSuchStore)
     }
+
+    /// Opens `label` for the guest, if this component may.
+    fn open(&self, label: String) -> Result<OpenStore, Error> {
+        let backend = self.backend(&label)?;
+        Ok(OpenStore { label, backend })
+    }
+}
+
+/// Every key of `store` in one list, for the interfaces that answer that
+/// way; a listing past [`MAX_LISTED_KEY_BYTES`] is an error rather than an
+/// unbounded allocation.
+async fn list_all_keys(store: &OpenStore) -> wasmtime::Result<Result<Vec<String>, Error>> {
+    let (sender, mut receiver) = mpsc::channel(KEYS_READ_AHEAD);
+    let listing = tokio::spawn(store.backend.get_keys(sender));
+    let mut keys = Vec::new();
+    let mut bytes = 0;
+    while let Some(key) = receiver.recv().await {
+        bytes += key.len();
+        if bytes > MAX_LISTED_KEY_BYTES {
+            // Dropping the receiver ends the listing.
+            return Ok(Err(Error::Other(format!(
+                "the store's keys exceed {} MiB; list them with spin:key-value@3.0.0's stream",
+                MAX_LISTED_KEY_BYTES >> 20
+            ))));
+        }
+        keys.push(key);
+    }
+    let listed = listing
+        .await
+        .map_err(|error| wasmtime::format_err!("listing keys: {error}"))?;
+    Ok(listed.map(|()| keys).map_err(to_guest_error))
 }
 
 /// Links the interface; guests reach their stores through [`InstanceState`]
@@ -221,6 +258,7 @@ pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Re
         table: &mut state.table,
         state: &mut state.key_value,
     })?;
+    fermyon_v2::add_to_linker(linker)?;
     wasi_keyvalue::add_to_linker(linker)
 }
 
@@ -254,11 +292,10 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         let _span = tracing::debug_span!("key_value.open", store = %label).entered();
         accessor.with(|mut access| {
             let view = access.get();
-            let backend = match view.state.backend(&label) {
-                Ok(backend) => backend,
-                Err(error) => return Ok(Err(error)),
-            };
-            Ok(Ok(view.table.push(OpenStore { label, backend })?))
+            match view.state.open(label) {
+                Ok(store) => Ok(Ok(view.table.push(store)?)),
+                Err(error) => Ok(Err(error)),
+            }
         })
     }
 

@@ -70,15 +70,10 @@ impl store::Host for View<'_, InstanceState> {
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<OpenStore>, Error>> {
-        let backend = match self.state.backend(&identifier) {
-            Ok(backend) => backend,
-            Err(error) => return Ok(Err(to_wasi(error))),
-        };
-        let bucket = OpenStore {
-            label: identifier,
-            backend,
-        };
-        Ok(Ok(self.table.push(bucket)?))
+        match self.state.open(identifier) {
+            Ok(bucket) => Ok(Ok(self.table.push(bucket)?)),
+            Err(error) => Ok(Err(to_wasi(error))),
+        }
     }
 }
 
@@ -131,18 +126,10 @@ impl store::HostBucket for View<'_, InstanceState> {
         _cursor: Option<String>,
     ) -> wasmtime::Result<Result<KeyResponse, Error>> {
         let bucket = self.resource(&bucket)?;
-        let (sender, mut receiver) = tokio::sync::mpsc::channel(super::KEYS_READ_AHEAD);
-        let listing = tokio::spawn(bucket.backend.get_keys(sender));
-        let mut keys = Vec::new();
-        while let Some(key) = receiver.recv().await {
-            keys.push(key);
-        }
-        let listed = listing
-            .await
-            .map_err(|error| wasmtime::format_err!("listing keys: {error}"))?;
-        Ok(listed
-            .map(|()| KeyResponse { keys, cursor: None })
-            .map_err(backend_error))
+        Ok(super::list_all_keys(&bucket)
+            .await?
+            .map(|keys| KeyResponse { keys, cursor: None })
+            .map_err(to_wasi))
     }
 
     async fn drop(&mut self, bucket: Resource<OpenStore>) -> wasmtime::Result<()> {

@@ -1,4 +1,7 @@
-//! `spin:sqlite/sqlite@3.1.0`: SQLite databases by label.
+//! `spin:sqlite/sqlite@3.1.0`: SQLite databases by label; the WASI 0.2
+//! versions of Spin 2 and 3 (`fermyon:spin/sqlite@2.0.0`,
+//! `spin:sqlite/sqlite@3.0.0`) translate onto it in [`fermyon_v2`] and
+//! [`spin_v3_0`].
 //!
 //! Granted by `sqlite_databases = ["label", ...]` in a component; a label's
 //! file comes from `[sqlite_database.<label>]` in the runtime config, and
@@ -24,6 +27,8 @@ use super::{HostSettings, View};
 use crate::engine;
 use crate::manifest::{App, RuntimeConfig, SqliteDatabaseConfig};
 
+mod fermyon_v2;
+mod spin_v3_0;
 mod statements;
 
 use statements::{counters, execute, open, open_pool};
@@ -202,11 +207,77 @@ impl InstanceState {
 /// Links the interface; guests reach their databases through
 /// [`InstanceState`] and hold connections as resources in the instance's table.
 pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<_, SqliteData>(linker, |state| View {
+    wit::add_to_linker::<_, SqliteData>(linker, view)?;
+    spin_v3_0::add_to_linker(linker)?;
+    fermyon_v2::add_to_linker(linker)
+}
+
+fn view(state: &mut engine::InstanceState) -> View<'_, InstanceState> {
+    View {
         table: &mut state.table,
         state: &mut state.sqlite,
-    })
+    }
 }
+
+/// Conversions between this version's types and those of an earlier one
+/// with the same shape (`$version` is the path of its bindings' interface).
+macro_rules! convert_from_v3_1 {
+    ($version:path) => {
+        use $crate::capabilities::sqlite::bindings::spin::sqlite::sqlite as v3_1;
+        use $version as version;
+
+        fn parameter(value: version::Value) -> v3_1::Value {
+            match value {
+                version::Value::Integer(value) => v3_1::Value::Integer(value),
+                version::Value::Real(value) => v3_1::Value::Real(value),
+                version::Value::Text(value) => v3_1::Value::Text(value),
+                version::Value::Blob(value) => v3_1::Value::Blob(value),
+                version::Value::Null => v3_1::Value::Null,
+            }
+        }
+
+        fn value(value: v3_1::Value) -> version::Value {
+            match value {
+                v3_1::Value::Integer(value) => version::Value::Integer(value),
+                v3_1::Value::Real(value) => version::Value::Real(value),
+                v3_1::Value::Text(value) => version::Value::Text(value),
+                v3_1::Value::Blob(value) => version::Value::Blob(value),
+                v3_1::Value::Null => version::Value::Null,
+            }
+        }
+
+        fn error(error: v3_1::Error) -> version::Error {
+            match error {
+                v3_1::Error::NoSuchDatabase => version::Error::NoSuchDatabase,
+                v3_1::Error::AccessDenied => version::Error::AccessDenied,
+                v3_1::Error::InvalidConnection => version::Error::InvalidConnection,
+                v3_1::Error::DatabaseFull => version::Error::DatabaseFull,
+                v3_1::Error::Io(message) => version::Error::Io(message),
+            }
+        }
+
+        fn query_result(result: v3_1::QueryResult) -> version::QueryResult {
+            version::QueryResult {
+                columns: result.columns,
+                rows: result
+                    .rows
+                    .into_iter()
+                    .map(|row| version::RowResult {
+                        values: row.values.into_iter().map(value).collect(),
+                    })
+                    .collect(),
+            }
+        }
+
+        fn outcome<T, U>(
+            result: wasmtime::Result<Result<T, v3_1::Error>>,
+            translate: impl FnOnce(T) -> U,
+        ) -> wasmtime::Result<Result<U, version::Error>> {
+            Ok(result?.map(translate).map_err(error))
+        }
+    };
+}
+use convert_from_v3_1;
 
 struct SqliteData;
 
@@ -231,10 +302,9 @@ struct Session {
     has_run: bool,
 }
 
-impl wit::Host for View<'_, InstanceState> {}
-
-impl wit::HostConnection for View<'_, InstanceState> {
-    async fn open(
+/// The synchronous calls, shared by every interface version.
+impl View<'_, InstanceState> {
+    async fn open_connection(
         &mut self,
         database: String,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
@@ -246,7 +316,7 @@ impl wit::HostConnection for View<'_, InstanceState> {
         }
     }
 
-    async fn execute(
+    async fn execute_collected(
         &mut self,
         handle: Resource<Connection>,
         statement: String,
@@ -260,7 +330,10 @@ impl wit::HostConnection for View<'_, InstanceState> {
         Ok(result.map(|(columns, rows)| QueryResult { columns, rows }))
     }
 
-    async fn last_insert_rowid(&mut self, handle: Resource<Connection>) -> wasmtime::Result<i64> {
+    async fn last_insert_rowid_of(
+        &mut self,
+        handle: Resource<Connection>,
+    ) -> wasmtime::Result<i64> {
         let connection = self.resource(&handle)?;
         let span =
             tracing::debug_span!("sqlite.last_insert_rowid", database = %connection.database);
@@ -268,16 +341,48 @@ impl wit::HostConnection for View<'_, InstanceState> {
         Ok(rowid)
     }
 
-    async fn changes(&mut self, handle: Resource<Connection>) -> wasmtime::Result<u64> {
+    async fn changes_of(&mut self, handle: Resource<Connection>) -> wasmtime::Result<u64> {
         let connection = self.resource(&handle)?;
         let span = tracing::debug_span!("sqlite.changes", database = %connection.database);
         let (_, changes) = counters(&connection.session).instrument(span).await?;
         Ok(changes)
     }
 
-    async fn drop(&mut self, handle: Resource<Connection>) -> wasmtime::Result<()> {
+    fn close(&mut self, handle: Resource<Connection>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
         Ok(())
+    }
+}
+
+impl wit::Host for View<'_, InstanceState> {}
+
+impl wit::HostConnection for View<'_, InstanceState> {
+    async fn open(
+        &mut self,
+        database: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
+        self.open_connection(database).await
+    }
+
+    async fn execute(
+        &mut self,
+        handle: Resource<Connection>,
+        statement: String,
+        parameters: Vec<Value>,
+    ) -> wasmtime::Result<Result<QueryResult, Error>> {
+        self.execute_collected(handle, statement, parameters).await
+    }
+
+    async fn last_insert_rowid(&mut self, handle: Resource<Connection>) -> wasmtime::Result<i64> {
+        self.last_insert_rowid_of(handle).await
+    }
+
+    async fn changes(&mut self, handle: Resource<Connection>) -> wasmtime::Result<u64> {
+        self.changes_of(handle).await
+    }
+
+    async fn drop(&mut self, handle: Resource<Connection>) -> wasmtime::Result<()> {
+        self.close(handle)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The component's variables, as strings: `spin:variables/variables@3.0.0`
-//! here, `wasi:config/store` in [`wasi_config`].
+//! here, `fermyon:spin/variables@2.0.0` in [`fermyon_v2`] and
+//! `wasi:config/store` in [`wasi_config`].
 //!
 //! Granted by `[component.x.variables]`, whose values are templates over the
 //! app's `[variables]`. App variables come from, lowest first: the manifest
@@ -19,6 +20,7 @@ use super::HostSettings;
 use crate::engine;
 use crate::manifest::{self, App, VariablesProvider};
 
+mod fermyon_v2;
 mod wasi_config;
 
 mod bindings {
@@ -133,6 +135,7 @@ pub struct InstanceState {
 /// Links the interfaces; guests read through [`InstanceState`].
 pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<_, Variables>(linker, |state| &mut state.variables)?;
+    fermyon_v2::add_to_linker(linker)?;
     wasi_config::add_to_linker(linker)
 }
 
@@ -140,6 +143,22 @@ struct Variables;
 
 impl HasData for Variables {
     type Data<'a> = &'a mut InstanceState;
+}
+
+impl InstanceState {
+    /// The value of the component variable `name`, in the words of the
+    /// interface's errors.
+    fn lookup(&self, name: &str) -> Result<String, Error> {
+        if manifest::check_variable_name(name).is_err() {
+            return Err(Error::InvalidName(format!(
+                "`{name}` is not a valid variable name (lower_snake_case)"
+            )));
+        }
+        self.values
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Undefined(format!("no variable `{name}` for this component")))
+    }
 }
 
 impl wit::Host for InstanceState {}
@@ -150,14 +169,7 @@ impl<T> wit::HostWithStore<T> for Variables {
         name: String,
     ) -> wasmtime::Result<Result<String, Error>> {
         let _span = tracing::debug_span!("variables.get", variable = %name).entered();
-        if manifest::check_variable_name(&name).is_err() {
-            return Ok(Err(Error::InvalidName(format!(
-                "`{name}` is not a valid variable name (lower_snake_case)"
-            ))));
-        }
-        let value = accessor.with(|mut access| access.get().values.get(&name).cloned());
-        Ok(value
-            .ok_or_else(|| Error::Undefined(format!("no variable `{name}` for this component"))))
+        Ok(accessor.with(|mut access| access.get().lookup(&name)))
     }
 }
 
