@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Destination, StreamProducer, StreamResult, VecBuffer};
 
-use super::bindings::spin::postgres::postgres::{Column, DbError, ParameterValue, Row, RowSet};
+use super::model::{Column, DbError, ParameterValue, Row, RowSet};
 use super::types::{self, Parameters};
 use super::{Address, PgError};
 

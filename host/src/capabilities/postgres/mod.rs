@@ -1,5 +1,8 @@
-//! `spin:postgres/postgres@4.2.0`: connections to PostgreSQL servers the
-//! guest names by address.
+//! PostgreSQL servers the guest names by address, behind every version of
+//! Spin's interface: `spin:postgres/postgres@4.2.0` (spin-sdk 7, WASI 0.3),
+//! `@4.0.0` and `@3.0.0` (spin-sdk 3-6), and `fermyon:spin/postgres@2.0.0`
+//! (Spin 2 apps). This module is the backend; each version's file only
+//! translates its types onto it.
 //!
 //! Granted by `allowed_outbound_hosts` (e.g. `postgres://db:5432`); there is
 //! no runtime-config key, since the guest brings its own address. A guest
@@ -8,16 +11,23 @@
 //! per address and credentials) are shared by every instance of the app.
 //! This host speaks no TLS: `sslmode=require` and custom CA roots are refused
 //! with a clear error rather than silently connecting unencrypted.
+//!
+//! Values and errors travel through the backend as 4.2's types, a superset
+//! of every earlier version's: older versions widen their parameters into
+//! them and narrow results and errors out of them.
 
 mod address;
 mod client;
+mod fermyon_v2;
+mod spin_v3;
+mod spin_v4_0;
+mod spin_v4_2;
 mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tracing::Instrument;
-use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
+use wasmtime::component::{Linker, Resource};
 
 use super::View;
 use super::allowed_hosts::AllowedHosts;
@@ -28,21 +38,8 @@ use address::Address;
 pub use client::Connection;
 use client::Pools;
 pub(crate) use client::reset_session;
-
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "wit-deps/spin-sdk",
-        world: "spin:sdk/spin-sdk-pg",
-        // The synchronous functions wait on the network too.
-        imports: { default: async | trappable | tracing },
-        with: {
-            "spin:postgres/postgres.connection": super::Connection,
-            "spin:postgres/postgres.connection-builder": super::ConnectionBuilder,
-        },
-    });
-}
-
-use bindings::spin::postgres::postgres::{self as wit, Column, Error, ParameterValue, Row, RowSet};
+/// The backend's values and errors: `spin:postgres@4.2.0`'s.
+use spin_v4_2::wit as model;
 
 /// Per-app state: each component's allow-list and the shared pools.
 pub struct AppState {
@@ -112,206 +109,65 @@ impl InstanceState {
     }
 }
 
-/// Links the interface; guests reach it through [`InstanceState`] and the
-/// store's resource table.
+/// Links every version of the interface; guests reach the backend through
+/// [`InstanceState`] and the store's resource table.
 pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<_, Postgres>(linker, |state| View {
+    spin_v4_2::add_to_linker(linker)?;
+    spin_v4_0::add_to_linker(linker)?;
+    spin_v3::add_to_linker(linker)?;
+    fermyon_v2::add_to_linker(linker)
+}
+
+fn view(state: &mut engine::InstanceState) -> View<'_, InstanceState> {
+    View {
         table: &mut state.table,
         state: &mut state.postgres,
-    })
+    }
 }
 
-/// A `connection-builder`: the address until `build` opens it.
-pub struct ConnectionBuilder {
-    address: String,
-}
-
-struct Postgres;
-
-impl HasData for Postgres {
-    type Data<'a> = View<'a, InstanceState>;
-}
-
-impl wit::Host for View<'_, InstanceState> {}
-
-impl wit::HostConnection for View<'_, InstanceState> {
-    async fn open(
+/// The calls every version's synchronous `connection` makes, in the
+/// backend's types; the outer result traps (a bad handle), the inner one is
+/// for the guest.
+impl View<'_, InstanceState> {
+    /// Opens a connection to `address` and hands the guest its handle.
+    async fn open_connection(
         &mut self,
-        address: String,
-    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
+        address: &str,
+    ) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
         let state = self.state.clone();
-        let opened = state
-            .open(&address)
-            .instrument(tracing::debug_span!("postgres.open"))
-            .await;
-        match opened {
+        match state.open(address).await {
             Ok(connection) => Ok(Ok(self.table.push(connection)?)),
-            Err(error) => Ok(Err(to_guest_error(error))),
+            Err(error) => Ok(Err(error)),
         }
     }
 
-    async fn query(
+    /// Runs `statement` on the connection behind `handle`, collecting its rows.
+    async fn run_query(
         &mut self,
-        handle: Resource<Connection>,
+        handle: &Resource<Connection>,
         statement: String,
-        params: Vec<ParameterValue>,
-    ) -> wasmtime::Result<Result<RowSet, Error>> {
-        let connection = self.resource(&handle)?;
-        let result = connection
-            .query(statement, params)
-            .instrument(tracing::debug_span!("postgres.query"))
-            .await;
-        Ok(result.map_err(to_guest_error))
+        params: Vec<model::ParameterValue>,
+    ) -> wasmtime::Result<Result<model::RowSet, PgError>> {
+        let connection = self.resource(handle)?;
+        Ok(connection.query(statement, params).await)
     }
 
-    async fn execute(
+    /// Runs `statement` on the connection behind `handle`.
+    async fn run_execute(
         &mut self,
-        handle: Resource<Connection>,
+        handle: &Resource<Connection>,
         statement: String,
-        params: Vec<ParameterValue>,
-    ) -> wasmtime::Result<Result<u64, Error>> {
-        let connection = self.resource(&handle)?;
-        let result = connection
-            .execute(statement, params)
-            .instrument(tracing::debug_span!("postgres.execute"))
-            .await;
-        Ok(result.map_err(to_guest_error))
+        params: Vec<model::ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, PgError>> {
+        let connection = self.resource(handle)?;
+        Ok(connection.execute(statement, params).await)
     }
 
-    async fn drop(&mut self, handle: Resource<Connection>) -> wasmtime::Result<()> {
-        // The server connection goes back to its pool once no query streams from it.
+    /// Lets go of the guest's handle; the server connection goes back to its
+    /// pool once no query streams from it.
+    fn close(&mut self, handle: Resource<Connection>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
         Ok(())
-    }
-}
-
-impl wit::HostConnectionBuilder for View<'_, InstanceState> {
-    async fn new(&mut self, address: String) -> wasmtime::Result<Resource<ConnectionBuilder>> {
-        Ok(self.table.push(ConnectionBuilder { address })?)
-    }
-
-    async fn set_ca_root(
-        &mut self,
-        handle: Resource<ConnectionBuilder>,
-        _certificate: String,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        let _span = tracing::debug_span!("postgres.set_ca_root").entered();
-        self.table.get(&handle)?;
-        // A CA root only matters for TLS, which this host does not speak:
-        // saying so now beats failing on every later `build`.
-        Ok(Err(to_guest_error(PgError::Address(AddressError::Tls))))
-    }
-
-    async fn build(
-        &mut self,
-        handle: Resource<ConnectionBuilder>,
-    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
-        let address = self.table.get(&handle)?.address.clone();
-        let state = self.state.clone();
-        let opened = state
-            .open(&address)
-            .instrument(tracing::debug_span!("postgres.build"))
-            .await;
-        match opened {
-            Ok(connection) => Ok(Ok(self.table.push(connection)?)),
-            Err(error) => Ok(Err(to_guest_error(error))),
-        }
-    }
-
-    async fn drop(&mut self, handle: Resource<ConnectionBuilder>) -> wasmtime::Result<()> {
-        self.table.delete(handle)?;
-        Ok(())
-    }
-}
-
-impl<T> wit::HostConnectionWithStore<T> for Postgres {
-    async fn open_async(
-        accessor: &Accessor<T, Self>,
-        address: String,
-    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
-        let state = accessor.with(|mut access| access.get().state.clone());
-        let opened = state
-            .open(&address)
-            .instrument(tracing::debug_span!("postgres.open_async"))
-            .await;
-        match opened {
-            Ok(connection) => Ok(Ok(
-                accessor.with(|mut access| access.get().table.push(connection))?
-            )),
-            Err(error) => Ok(Err(to_guest_error(error))),
-        }
-    }
-
-    async fn query_async(
-        accessor: &Accessor<T, Self>,
-        handle: Resource<Connection>,
-        statement: String,
-        params: Vec<ParameterValue>,
-    ) -> wasmtime::Result<
-        Result<
-            (
-                Vec<Column>,
-                StreamReader<Row>,
-                FutureReader<Result<(), Error>>,
-            ),
-            Error,
-        >,
-    > {
-        let connection = accessor.with(|mut access| access.get().resource(&handle))?;
-        let started = connection
-            .query_streaming(statement, params)
-            .instrument(tracing::debug_span!("postgres.query_async"))
-            .await;
-        let (columns, rows, done) = match started {
-            Ok(started) => started,
-            Err(error) => return Ok(Err(to_guest_error(error))),
-        };
-        let done = async move {
-            let outcome = done.await.unwrap_or(Err(PgError::Interrupted));
-            Ok::<_, wasmtime::Error>(outcome.map_err(to_guest_error))
-        };
-        accessor.with(|mut access| {
-            let rows = StreamReader::new(&mut access, rows)?;
-            let done = FutureReader::new(&mut access, done)?;
-            Ok(Ok((columns, rows, done)))
-        })
-    }
-
-    async fn execute_async(
-        accessor: &Accessor<T, Self>,
-        handle: Resource<Connection>,
-        statement: String,
-        params: Vec<ParameterValue>,
-    ) -> wasmtime::Result<Result<u64, Error>> {
-        let connection = accessor.with(|mut access| access.get().resource(&handle))?;
-        let result = connection
-            .execute(statement, params)
-            .instrument(tracing::debug_span!("postgres.execute_async"))
-            .await;
-        Ok(result.map_err(to_guest_error))
-    }
-}
-
-impl<T> wit::HostConnectionBuilderWithStore<T> for Postgres {
-    async fn build_async(
-        accessor: &Accessor<T, Self>,
-        handle: Resource<ConnectionBuilder>,
-    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
-        let (address, state) = accessor.with(|mut access| {
-            let view = access.get();
-            let address = view.table.get(&handle)?.address.clone();
-            wasmtime::Result::<_>::Ok((address, view.state.clone()))
-        })?;
-        let opened = state
-            .open(&address)
-            .instrument(tracing::debug_span!("postgres.build_async"))
-            .await;
-        match opened {
-            Ok(connection) => Ok(Ok(
-                accessor.with(|mut access| access.get().table.push(connection))?
-            )),
-            Err(error) => Ok(Err(to_guest_error(error))),
-        }
     }
 }
 
@@ -342,7 +198,7 @@ pub enum PgError {
     /// The rows of a collected (not streamed) query outgrew the cap.
     #[error(
         "the query's rows exceed {} MiB, the most one query may return; \
-         stream them (query-async) or select fewer",
+         select fewer, or stream them (query-async, spin:postgres@4.2)",
         client::MAX_RESULT_BYTES >> 20
     )]
     TooLarge,
@@ -396,9 +252,11 @@ pub enum ConversionError {
     },
 }
 
-/// The one place errors become the interface's variants. Connection
-/// failures say what went wrong but never the address, host or password.
-fn to_guest_error(error: PgError) -> Error {
+/// The one place errors become the interface's variants (4.2's; each older
+/// version narrows them). Connection failures say what went wrong but never
+/// the address, host or password.
+fn to_guest_error(error: PgError) -> model::Error {
+    use model::{Error, QueryError};
     match error {
         PgError::Address(error) => Error::ConnectionFailed(error.to_string()),
         PgError::AccessDenied => Error::ConnectionFailed(
@@ -425,18 +283,25 @@ fn to_guest_error(error: PgError) -> Error {
         }
         PgError::Query(sqlx::Error::Database(db)) => {
             match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-                Some(pg) => Error::QueryFailed(wit::QueryError::DbError(client::db_error(pg))),
-                None => Error::QueryFailed(wit::QueryError::Text(db.message().to_owned())),
+                Some(pg) => Error::QueryFailed(QueryError::DbError(client::db_error(pg))),
+                None => Error::QueryFailed(QueryError::Text(db.message().to_owned())),
             }
         }
         PgError::Query(sqlx::Error::Io(io)) => {
             Error::ConnectionFailed(format!("lost the connection to the server: {io}"))
         }
-        PgError::Query(error) => Error::QueryFailed(wit::QueryError::Text(error.to_string())),
+        PgError::Query(error) => Error::QueryFailed(QueryError::Text(error.to_string())),
         PgError::Interrupted => Error::Other(PgError::Interrupted.to_string()),
-        PgError::TooLarge => {
-            Error::QueryFailed(wit::QueryError::Text(PgError::TooLarge.to_string()))
-        }
+        PgError::TooLarge => Error::QueryFailed(QueryError::Text(PgError::TooLarge.to_string())),
+    }
+}
+
+/// A query failure as the one string versions before 4.0 carry: for a
+/// server error, the text form 4.0 keeps for their sake (`as-text`).
+fn query_failure_text(error: model::QueryError) -> String {
+    match error {
+        model::QueryError::Text(text) => text,
+        model::QueryError::DbError(error) => error.as_text,
     }
 }
 

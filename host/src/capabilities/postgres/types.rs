@@ -16,9 +16,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgArguments, PgRow, PgTypeInfo};
 use sqlx::{Arguments, Decode, Encode, Postgres, Row, Type, TypeInfo, ValueRef};
 
 use super::ConversionError;
-use super::bindings::spin::postgres::postgres::{
-    DbDataType, DbValue, Interval, ParameterValue, RangeBoundKind,
-};
+use super::model::{DbDataType, DbValue, Interval, ParameterValue, RangeBoundKind};
 
 /// The guest's parameters, encoded, with the type each declares to the server.
 #[derive(Default)]
