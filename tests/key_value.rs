@@ -248,6 +248,19 @@ async fn outbound_redis_reaches_allowed_servers_only() {
 /// its own message, as in Spin.
 #[tokio::test]
 async fn a_redis_trigger_hands_each_channel_message_to_its_component() {
+    redis_trigger_delivers_each_message_to(guest_wasm("redis-subscriber")).await;
+}
+
+/// The same for a Spin 3 app: spin-sdk 5's `#[redis_component]` exports
+/// `fermyon:spin/inbound-redis`.
+#[tokio::test]
+async fn a_redis_trigger_hands_messages_to_a_spin_sdk_5_component() {
+    redis_trigger_delivers_each_message_to(guest_wasm("sdk5-redis-trigger")).await;
+}
+
+/// Publishes `one`, `fail`, `two` to a component that records what it gets
+/// and answers it on `GET /`, and checks `one` and `two` arrive.
+async fn redis_trigger_delivers_each_message_to(guest: std::path::PathBuf) {
     let url = redis_url();
     let channel = format!("{}channel", unique_prefix());
     let manifest = format!(
@@ -256,7 +269,7 @@ async fn a_redis_trigger_hands_each_channel_message_to_its_component() {
          [[trigger.http]]\nroute = \"/...\"\ncomponent = \"subscriber\"\n\
          [[trigger.redis]]\nchannel = \"{channel}\"\ncomponent = \"subscriber\"\n\
          [component.subscriber]\nsource = \"{}\"\nkey_value_stores = [\"default\"]\n",
-        guest_wasm("redis-subscriber").display()
+        guest.display()
     );
     let app = App::new(&manifest);
     let spindle = app.start();

@@ -1,7 +1,9 @@
 //! The Redis trigger, Spin's: one subscription per `[[trigger.redis]]`
-//! channel, each message handed to the component's
-//! `spin:redis/inbound-redis@3.0.0` export (what spin-sdk's
-//! `#[redis_subscriber]` builds) in a fresh instance.
+//! channel, each message handed in a fresh instance to the component's
+//! handler: `spin:redis/inbound-redis@3.0.0` (spin-sdk 7's
+//! `#[redis_subscriber]`, in [`spin_v3`]) or `fermyon:spin/inbound-redis`
+//! (Spin 2 and 3 apps: spin-sdk 2-6's `#[redis_component]`, the JS, Python
+//! and Go SDKs, in [`fermyon`]).
 //!
 //! Redis pub/sub keeps nothing, so delivery is at most once, as in Spin: a
 //! handler that fails or traps is logged and the message is gone. Each
@@ -24,26 +26,62 @@ use crate::engine::{self, LoadedComponent};
 use crate::manifest::{self, App};
 use crate::metrics;
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "wit-deps/spin-sdk",
-        inline: "
-            package spindle:redis-trigger;
-            world subscriber {
-                export spin:redis/inbound-redis@3.0.0;
-            }
-        ",
-        world: "spindle:redis-trigger/subscriber",
-        exports: { default: async | store },
-        with: { "spin:redis/redis": crate::capabilities::redis::bindings::spin::redis::redis },
-    });
-}
-
-use bindings::SubscriberPre;
+mod fermyon;
+mod spin_v3;
 
 /// A component's handler, swapped whole by a hot deploy; a message takes
 /// a clone when it starts, so it finishes on the version it began with.
-type HandlerSlot = Arc<RwLock<SubscriberPre<engine::InstanceState>>>;
+type HandlerSlot = Arc<RwLock<Handler>>;
+
+/// The Redis handler a component exports, in whichever interface version.
+#[derive(Clone)]
+enum Handler {
+    SpinV3(spin_v3::Pre),
+    Fermyon(fermyon::Pre),
+}
+
+impl Handler {
+    /// The component's Redis handler, if it exports one.
+    fn of(loaded: &LoadedComponent) -> anyhow::Result<Self> {
+        if let Ok(pre) = spin_v3::Pre::new(loaded.pre.clone()) {
+            return Ok(Self::SpinV3(pre));
+        }
+        fermyon::Pre::new(loaded.pre.clone())
+            .map(Self::Fermyon)
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "component `{}` is Redis-triggered but exports neither \
+                     spin:redis/inbound-redis@3.0.0 nor fermyon:spin/inbound-redis ({error})",
+                    loaded.config.id
+                )
+            })
+    }
+
+    /// Instantiates the component in `store` and hands it `payload`; the
+    /// inner error is the handler's own failure.
+    async fn deliver(
+        &self,
+        store: &mut wasmtime::Store<engine::InstanceState>,
+        id: &str,
+        payload: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let started = std::time::Instant::now();
+        match self {
+            Self::SpinV3(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                metrics::instance_started(id, started.elapsed());
+                let _released = metrics::ReleaseOnDrop(id);
+                spin_v3::deliver(instance, store, payload).await
+            }
+            Self::Fermyon(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                metrics::instance_started(id, started.elapsed());
+                let _released = metrics::ReleaseOnDrop(id);
+                fermyon::deliver(instance, store, payload).await
+            }
+        }
+    }
+}
 
 /// Delivers Redis channel messages to the app's Redis-triggered components.
 pub struct RedisTrigger {
@@ -81,7 +119,7 @@ impl RedisTrigger {
             let handler = match handlers.get(&trigger.component) {
                 Some(handler) => handler.clone(),
                 None => {
-                    let handler = Arc::new(RwLock::new(subscriber_pre(loaded)?));
+                    let handler = Arc::new(RwLock::new(Handler::of(loaded)?));
                     handlers.insert(trigger.component.clone(), handler.clone());
                     handler
                 }
@@ -113,7 +151,7 @@ impl RedisTrigger {
     /// Whether `loaded` could replace its running version (it exports the
     /// Redis handler).
     pub fn check(&self, loaded: &LoadedComponent) -> anyhow::Result<()> {
-        subscriber_pre(loaded).map(drop)
+        Handler::of(loaded).map(drop)
     }
 
     /// Swaps in a new version of a running component; refused (and the old
@@ -123,10 +161,10 @@ impl RedisTrigger {
         let Some(slot) = self.handlers.get(id) else {
             anyhow::bail!("component `{id}` is not served by this host's Redis trigger");
         };
-        let pre = subscriber_pre(loaded)?;
+        let handler = Handler::of(loaded)?;
         *slot
             .write()
-            .map_err(|_| anyhow::anyhow!("component `{id}`: handler lock poisoned"))? = pre;
+            .map_err(|_| anyhow::anyhow!("component `{id}`: handler lock poisoned"))? = handler;
         Ok(())
     }
 
@@ -173,19 +211,6 @@ impl RedisTrigger {
         }
         Ok(subscriptions)
     }
-}
-
-/// The component's Redis handler, if it exports one.
-fn subscriber_pre(
-    loaded: &LoadedComponent,
-) -> anyhow::Result<SubscriberPre<engine::InstanceState>> {
-    SubscriberPre::new(loaded.pre.clone()).map_err(|error| {
-        anyhow::anyhow!(
-            "component `{}` is Redis-triggered but does not export \
-             spin:redis/inbound-redis@3.0.0 ({error})",
-            loaded.config.id
-        )
-    })
 }
 
 /// A subscribed channel, ready to [`Subscription::run`].
@@ -237,8 +262,8 @@ impl Subscriber {
     /// component's timeout; what goes wrong is logged.
     async fn handle(&self, payload: Vec<u8>) {
         let _admitted = self.admission.admit_patiently().await;
-        let pre = match self.handler.read() {
-            Ok(pre) => pre.clone(),
+        let handler = match self.handler.read() {
+            Ok(handler) => handler.clone(),
             Err(_) => {
                 tracing::error!(component = %self.component.id, "Redis handler lock poisoned");
                 return;
@@ -246,24 +271,11 @@ impl Subscriber {
         };
         let id = &self.component.id;
         let mut store = engine::new_store(&self.engine, &self.component, &self.capabilities);
-        let call = async {
-            let started = std::time::Instant::now();
-            let instance = pre.instantiate_async(&mut store).await?;
-            metrics::instance_started(id, started.elapsed());
-            let _released = metrics::ReleaseOnDrop(id);
-            store
-                .run_concurrent(async |accessor| {
-                    instance
-                        .spin_redis_inbound_redis()
-                        .call_handle_message(accessor, payload)
-                        .await
-                })
-                .await?
-        };
+        let call = handler.deliver(&mut store, id, payload);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => {
-                tracing::warn!(component = %id, channel = %self.trigger.channel, "Redis handler failed: {error:?}")
+                tracing::warn!(component = %id, channel = %self.trigger.channel, "Redis handler failed: {error}")
             }
             Ok(Err(trap)) => {
                 tracing::warn!(component = %id, channel = %self.trigger.channel, "Redis handler trapped: {trap:?}")
