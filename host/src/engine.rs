@@ -182,6 +182,10 @@ pub struct InstanceState {
     pub(crate) postgres: postgres::InstanceState,
     /// `spin:redis`.
     pub(crate) redis: redis::InstanceState,
+    /// `spin:mqtt`, `fermyon:spin/mqtt`.
+    pub(crate) mqtt: capabilities::mqtt::InstanceState,
+    /// `spin:mysql`, `fermyon:spin/mysql`.
+    pub(crate) mysql: capabilities::mysql::InstanceState,
     /// `spindle:platform/sql`.
     pub(crate) sql: sql::InstanceState,
     /// `spindle:platform/messaging`.
@@ -224,6 +228,8 @@ impl InstanceState {
             sqlite: capabilities.sqlite.instance_state(id),
             postgres: capabilities.postgres.instance_state(id),
             redis: capabilities.redis.instance_state(id),
+            mqtt: capabilities.mqtt.instance_state(id),
+            mysql: capabilities.mysql.instance_state(id),
             sql: capabilities.sql.instance_state(id),
             messaging: capabilities.messaging.instance_state(id),
             outbound_http: capabilities.outbound_http.instance_state(id),

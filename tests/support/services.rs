@@ -28,6 +28,24 @@ pub fn redis_url() -> String {
     url
 }
 
+/// The MySQL (MariaDB) server's URL (`SPINDLE_TEST_MYSQL_URL`): root with
+/// no password, database `test`.
+pub fn mysql_url() -> String {
+    let url = std::env::var("SPINDLE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    require("MySQL", &url, 3306);
+    url
+}
+
+/// The MQTT broker's `host:port` (`SPINDLE_TEST_MQTT_ADDRESS`), anonymous
+/// clients allowed.
+pub fn mqtt_address() -> String {
+    let address =
+        std::env::var("SPINDLE_TEST_MQTT_ADDRESS").unwrap_or_else(|_| "127.0.0.1:1883".into());
+    require("MQTT", &address, 1883);
+    address
+}
+
 /// The NATS server's URL (`SPINDLE_TEST_NATS_URL`), JetStream enabled.
 pub fn nats_url() -> String {
     let url =

@@ -10,6 +10,8 @@ pub mod files;
 pub mod key_value;
 pub mod llm;
 pub mod messaging;
+pub mod mqtt;
+pub mod mysql;
 pub mod outbound_http;
 pub mod postgres;
 pub mod redis;
@@ -51,6 +53,10 @@ pub struct AppCapabilities {
     pub postgres: postgres::AppState,
     /// `spin:redis`: outbound Redis.
     pub redis: redis::AppState,
+    /// `spin:mqtt`, `fermyon:spin/mqtt`: outbound MQTT.
+    pub mqtt: mqtt::AppState,
+    /// `spin:mysql`, `fermyon:spin/mysql`: outbound MySQL.
+    pub mysql: mysql::AppState,
     /// `spindle:platform/sql`: each component's managed database.
     pub sql: sql::AppState,
     /// `spindle:platform/messaging`: publish and request on the bus.
@@ -84,6 +90,8 @@ impl AppCapabilities {
             sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
             postgres: postgres::AppState::configure(app, &allowed_hosts),
             redis: redis::AppState::configure(&allowed_hosts),
+            mqtt: mqtt::AppState::configure(&allowed_hosts),
+            mysql: mysql::AppState::configure(&allowed_hosts),
             sql: sql::AppState::configure(app, runtime_config, settings, bus).await?,
             messaging: messaging::AppState::configure(app, bus),
             outbound_http: outbound_http::AppState::configure(app, runtime_config, &allowed_hosts),
@@ -152,5 +160,7 @@ pub fn add_to_linker(linker: &mut Linker<engine::InstanceState>) -> wasmtime::Re
     outbound_http::add_to_linker(linker)?;
     llm::add_to_linker(linker)?;
     redis::add_to_linker(linker)?;
+    mqtt::add_to_linker(linker)?;
+    mysql::add_to_linker(linker)?;
     Ok(())
 }
