@@ -1,7 +1,8 @@
 //! Outbound MQTT end to end: a spin-sdk 5 guest (built for `wasm32-wasip1`,
 //! as Spin's templates build it) publishes through `fermyon:spin/mqtt@2.0.0`
-//! on the local Mosquitto, and the test, subscribed on the broker with its
-//! own client, checks what arrives. Brokers outside the component's
+//! on the local Mosquitto, and a spin-sdk 7 guest through
+//! `spin:mqtt/mqtt@3.0.0`; the test, subscribed on the broker with its own
+//! client, checks what arrives. Brokers outside the component's
 //! `allowed_outbound_hosts` are refused as in Spin.
 
 mod support;
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use support::{App, Spindle, core_module_wasm, services::mqtt_address};
+use support::{App, Spindle, core_module_wasm, guest_wasm, services::mqtt_address};
 use tokio::sync::mpsc;
 
 /// How long a published message may take to reach the subscriber.
@@ -31,7 +32,11 @@ fn unique_topic() -> String {
 
 /// The app: one route to the sdk5-mqtt guest, allowed to reach `allowed`.
 fn start(allowed: &[String]) -> (App, Spindle) {
-    let wasm = core_module_wasm("sdk5-mqtt", "wasm32-wasip1");
+    start_guest(&core_module_wasm("sdk5-mqtt", "wasm32-wasip1"), allowed)
+}
+
+/// The app: every path to the guest `wasm`, allowed to reach `allowed`.
+fn start_guest(wasm: &std::path::Path, allowed: &[String]) -> (App, Spindle) {
     let hosts = allowed
         .iter()
         .map(|host| format!("\"{host}\""))
@@ -346,4 +351,71 @@ fn binary(name: &str) -> PathBuf {
         .map(|dir| PathBuf::from(dir).join(name))
         .find(|path| path.exists())
         .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// The spin-sdk 7 guest asks the host to publish through `spin:mqtt@3`.
+async fn publish_v3(
+    spindle: &Spindle,
+    address: &str,
+    topic: &str,
+    qos: u8,
+    payload: &str,
+) -> (u16, String) {
+    let qos = qos.to_string();
+    let reply = spindle
+        .send_with_headers(
+            reqwest::Method::GET,
+            "/mqtt",
+            &[
+                ("x-mqtt-address", address),
+                ("x-mqtt-topic", topic),
+                ("x-mqtt-qos", &qos),
+                ("x-mqtt-payload", payload),
+            ],
+            None,
+        )
+        .await;
+    (reply.status, reply.body)
+}
+
+#[tokio::test]
+async fn a_spin_sdk_7_guest_publishes_through_spin_mqtt_3() {
+    let broker = mqtt_address();
+    let (host, port) = host_and_port(&broker);
+    let (_app, spindle) = start_guest(
+        &guest_wasm("mqtt-mysql-client"),
+        &[format!("mqtt://{broker}")],
+    );
+    let topic = unique_topic();
+    let mut messages = subscribe(&host, port, None, &format!("{topic}/#")).await;
+    let address = format!(
+        "mqtt://{broker}?client_id=spindle-v3-{}",
+        std::process::id()
+    );
+
+    for qos in [0, 1, 2] {
+        let payload = format!("v3 at QoS {qos}");
+        let (status, body) = publish_v3(
+            &spindle,
+            &address,
+            &format!("{topic}/q{qos}"),
+            qos,
+            &payload,
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "QoS {qos}");
+        let (got_topic, got_payload) = next_message(&mut messages).await;
+        assert_eq!(got_topic, format!("{topic}/q{qos}"));
+        assert_eq!(String::from_utf8_lossy(&got_payload), payload);
+    }
+
+    let (status, body) = publish_v3(
+        &spindle,
+        "mqtt://127.0.0.1:1884?client_id=denied",
+        "spindle-test/denied",
+        1,
+        "x",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (403, "connection-failed"));
 }

@@ -1,18 +1,23 @@
 //! Outbound MySQL end to end against the local MariaDB: a spin-sdk 5 guest
 //! (built for `wasm32-wasip1`, as Spin's templates build it) makes a table
 //! through `fermyon:spin/mysql@2.0.0`, writes typed rows and reads them back,
-//! and the test then reads the table with its own client. Servers outside the
+//! and the test then reads the table with its own client; a spin-sdk 7
+//! guest does the same through `spin:mysql/mysql@3.0.0`, whose rows stream. Servers outside the
 //! component's `allowed_outbound_hosts` are `connection-failed`, as in Spin.
 
 mod support;
 
 use sqlx::Row;
 use sqlx::mysql::MySqlPoolOptions;
-use support::{App, Spindle, core_module_wasm, services::mysql_url};
+use support::{App, Spindle, core_module_wasm, guest_wasm, services::mysql_url};
 
 /// The app: one route to the sdk5-mysql guest, allowed to reach `allowed`.
 fn start(allowed: &str) -> (App, Spindle) {
-    let wasm = core_module_wasm("sdk5-mysql", "wasm32-wasip1");
+    start_guest(&core_module_wasm("sdk5-mysql", "wasm32-wasip1"), allowed)
+}
+
+/// The app: every path to the guest `wasm`, allowed to reach `allowed`.
+fn start_guest(wasm: &std::path::Path, allowed: &str) -> (App, Spindle) {
     let manifest = format!(
         "spin_manifest_version = 2\n[application]\nname = \"mysql\"\n\
          [[trigger.http]]\nroute = \"/...\"\ncomponent = \"client\"\n\
@@ -25,10 +30,14 @@ fn start(allowed: &str) -> (App, Spindle) {
 }
 
 async fn call(spindle: &Spindle, address: &str, table: &str) -> (u16, String) {
+    call_path(spindle, "/", address, table).await
+}
+
+async fn call_path(spindle: &Spindle, path: &str, address: &str, table: &str) -> (u16, String) {
     let reply = spindle
         .send_with_headers(
             reqwest::Method::GET,
-            &format!("/?table={table}"),
+            &format!("{path}?table={table}"),
             &[("x-mysql-address", address)],
             None,
         )
@@ -110,5 +119,49 @@ async fn an_allowed_server_that_refuses_the_login_is_connection_failed() {
     let (_app, spindle) = start(&format!("mysql://{authority}"));
     let address = format!("mysql://no_such_user:nope@{authority}/test");
     let (status, body) = call(&spindle, &address, "never_made").await;
+    assert_eq!((status, body.as_str()), (403, "connection-failed"));
+}
+
+#[tokio::test]
+async fn a_spin_sdk_7_guest_streams_rows_through_spin_mysql_3() {
+    let url = mysql_url();
+    let (_app, spindle) = start_guest(
+        &guest_wasm("mqtt-mysql-client"),
+        &format!("mysql://{}", authority(&url)),
+    );
+    let table = format!("v3_mysql_{}", std::process::id());
+
+    let (status, body) = call_path(&spindle, "/mysql", &url, &table).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "ok"),
+        "spindle's log:\n{}",
+        spindle.stderr()
+    );
+
+    let pool = MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("the test connects to MySQL");
+    let names: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT name FROM {table} ORDER BY id"
+    )))
+    .fetch_all(&pool)
+    .await
+    .expect("reading the guest's table");
+    assert_eq!(names, ["row 1", "row 2", "row 3"]);
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(&pool)
+        .await
+        .expect("dropping the guest's table");
+
+    let (status, body) = call_path(
+        &spindle,
+        "/mysql",
+        "mysql://root@db.internal:3306/test",
+        "never_made",
+    )
+    .await;
     assert_eq!((status, body.as_str()), (403, "connection-failed"));
 }
