@@ -260,8 +260,8 @@ mod tests {
             ParameterValue::Int32(1),
             ParameterValue::Uint64(u64::MAX),
         ])
-        .err()
-        .expect("must fail");
+        .map(drop)
+        .expect_err("must fail");
         assert!(
             matches!(guest_error(error), Error::BadParameter(m) if m.contains("$2") && m.contains("bigint"))
         );
