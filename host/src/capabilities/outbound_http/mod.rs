@@ -147,6 +147,7 @@ impl WasiHttpHooks for InstanceState {
                     port.map(|port| format!(":{port}")).unwrap_or_default(),
                 )
             });
+            discard_body(request.into_body());
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let target = format!(
@@ -176,6 +177,15 @@ impl WasiHttpHooks for InstanceState {
         let call = send_with_policy(request, policy, breaker, outcomes, span.clone(), send);
         Box::new(call.instrument(span))
     }
+}
+
+/// Reads and drops a denied request's body in the background, so a guest
+/// that writes its body before awaiting the response (spin-sdk's `send`
+/// does) still sees `HttpRequestDenied` from the response, as in Spin,
+/// instead of a closed stream. It ends when the guest finishes or drops the
+/// body, at the latest with the guest's instance.
+fn discard_body(mut body: WasiBody) {
+    tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
 }
 
 /// Counts attempts by outcome for one component and destination.
