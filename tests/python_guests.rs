@@ -104,15 +104,16 @@ async fn python_app_serves_http_key_value_variables_and_outbound_http() {
     assert_eq!(allowed.requests(), 1);
 
     // Outbound HTTP to a host not in allowed_outbound_hosts fails in the
-    // guest, nothing reaches that host, and the host's log says why. (Which
-    // error the SDK raises is its own race: `send` runs the request and the
-    // write of its empty body concurrently, and the write may fail first,
-    // with StreamError_Closed, once the denied request is dropped.)
+    // guest with `HttpRequestDenied`, as in Spin, nothing reaches that host,
+    // and the host's log says why.
     let reply = spindle
         .get(&format!("/outbound?url={}/secret", denied.url()))
         .await;
     assert_eq!(reply.status, 500, "{reply:?}");
-    assert!(reply.body.starts_with("outbound error:"), "{reply:?}");
+    assert!(
+        reply.body.starts_with("outbound error:") && reply.body.contains("HttpRequestDenied"),
+        "{reply:?}"
+    );
     assert_eq!(denied.requests(), 0, "a denied request reached the server");
     spindle.wait_for_stderr(
         &format!("outbound request to {} denied", denied.url()),
