@@ -3,7 +3,8 @@
 //! Spin's templates build them) and spin-sdk 5.x guests built for
 //! wasm32-wasip2, against the WASI 0.2 interfaces they import
 //! (`fermyon:spin/*@2.0.0`, `spin:postgres@3.0.0`/`@4.0.0`, `wasi:http` and
-//! `wasi:sockets` 0.2). Each guest checks itself and answers `ok`; where the
+//! `wasi:sockets` 0.2); and a spin-sdk 6 app, built for Spin 4.0 against the
+//! WASI 0.3 release candidate. Each guest checks itself and answers `ok`; where the
 //! effect is visible from outside (a table, a key, a message, a request),
 //! the test checks it with its own client too.
 
@@ -34,7 +35,7 @@ fn sdk3(guest: &str) -> PathBuf {
     support::core_module_wasm(guest, "wasm32-wasip1")
 }
 
-/// A spin-sdk 5.x guest, built as a component.
+/// A spin-sdk 5.x (or 6) guest, built as a component.
 fn sdk5(guest: &str) -> PathBuf {
     support::guest_wasm(guest)
 }
@@ -443,4 +444,62 @@ async fn tcp_sockets_from_a_spin_sdk_5_app() {
             reply.body
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Spin 4.0: spin-sdk 6 and WASI 0.3.0-rc-2026-03-15.
+// ---------------------------------------------------------------------------
+
+/// A spin-sdk 6 app imports and exports `wasi:*@0.3.0-rc-2026-03-15`: it
+/// serves HTTP, keeps a value in the key-value store from one request to
+/// the next, reads a variable, and reaches an allowed server but not
+/// another one.
+#[tokio::test]
+async fn a_spin_4_0_app_built_with_spin_sdk_6() {
+    let (allowed, other) = (Upstream::start().await, Upstream::start().await);
+    let app = App::new(&format!(
+        "{}key_value_stores = [\"default\"]\n[component.sdk6.variables]\ngreeting = \"{{{{ greeting }}}}\"\n",
+        manifest(
+            "spin-4-0",
+            "[variables]\ngreeting = { default = \"hej\" }\n",
+            &[component(
+                "sdk6",
+                &sdk5("sdk6-app"),
+                &format!("\"http://{}\"", allowed.address),
+            )],
+        )
+    ));
+    let spindle = app.start();
+
+    let reply = spindle.get("/sdk6/hello").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "hello from spin-sdk 6"),
+        "{}",
+        spindle.stderr()
+    );
+
+    let key = unique("sdk6");
+    assert_eq!(
+        spindle.get(&format!("/sdk6/kv/get?{key}")).await.status,
+        404
+    );
+    let reply = spindle.get(&format!("/sdk6/kv/set?{key}=kept")).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "stored"));
+    let reply = spindle.get(&format!("/sdk6/kv/get?{key}")).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "kept"));
+
+    let reply = spindle.get("/sdk6/variable?greeting").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "hej"));
+
+    let reply = spindle
+        .get(&format!("/sdk6/outbound?http://{}/hi", allowed.address))
+        .await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "200\nGET /hi "));
+    let reply = spindle
+        .get(&format!("/sdk6/outbound?http://{}/hi", other.address))
+        .await;
+    assert_eq!(reply.status, 500);
+    assert!(reply.body.contains("HttpRequestDenied"), "{}", reply.body);
+    assert_eq!(other.requests(), 0, "nothing reached the denied server");
 }

@@ -1,29 +1,42 @@
-//! Core wasm modules made into components at load, as Spin does, so that
-//! apps built for `wasm32-wasip1` (or `wasm32-unknown-unknown`) run
-//! unchanged.
+//! What apps bring, made into what the host runs, at load, as Spin does:
 //!
-//! Such a module carries its component type in a custom section (what
-//! wit-bindgen embeds); `wit-component` wraps it into a component of that
-//! type. A module that imports WASI preview 1 (`wasi_snapshot_preview1`, the
-//! std of `wasm32-wasip1`) gets wasmtime's preview 1 adapter, which
-//! implements those imports over WASI 0.2. The compile cache keys a module
-//! by its bytes and the adapter's, so a new adapter recompiles it.
+//! - Core wasm modules become components, so that apps built for
+//!   `wasm32-wasip1` (or `wasm32-unknown-unknown`) run unchanged. Such a
+//!   module carries its component type in a custom section (what wit-bindgen
+//!   embeds); `wit-component` wraps it into a component of that type. A
+//!   module that imports WASI preview 1 (`wasi_snapshot_preview1`, the std of
+//!   `wasm32-wasip1`) gets wasmtime's preview 1 adapter, which implements
+//!   those imports over WASI 0.2. The compile cache keys a module by its
+//!   bytes and the adapter's, so a new adapter recompiles it.
+//! - Components built for Spin 4.0 (spin-sdk 6, the Python SDK 5) use the
+//!   WASI 0.3 release candidate `0.3.0-rc-2026-03-15`, whose WIT is 0.3.0's
+//!   but for the version (an unstable `exit-with-code` became stable). Their
+//!   top-level import and export names are renamed to `@0.3.0`, so the one
+//!   WASI 0.3 implementation serves both; wasmtime still checks every type
+//!   against it when the component is linked.
 
 use std::borrow::Cow;
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER;
+use wasm_encoder::reencode::{Error as ReencodeError, Reencode, ReencodeComponent};
+use wasm_encoder::{ComponentSectionId, RawSection};
 use wasmparser::{Parser, Payload};
 
 /// The module name of WASI preview 1 imports.
 const PREVIEW1: &str = "wasi_snapshot_preview1";
 
-/// `wasm` as a component: itself when it is one, else the module made into
-/// one.
+/// The version of the WASI 0.3 release candidate Spin 4.0 builds against,
+/// and the release the host implements.
+const WASI_P3_RC: &str = "@0.3.0-rc-2026-03-15";
+const WASI_P3: &str = "@0.3.0";
+
+/// `wasm` as a component the host runs: a component as it is (or with its
+/// WASI 0.3 release-candidate names renamed), a core module made into one.
 pub fn to_component(wasm: &[u8]) -> anyhow::Result<Cow<'_, [u8]>> {
     if !Parser::is_core_wasm(wasm) {
-        return Ok(Cow::Borrowed(wasm));
+        return wasi_p3_rc_renamed(wasm);
     }
     let mut encoder = wit_component::ComponentEncoder::default()
         .validate(true)
@@ -41,10 +54,113 @@ pub fn to_component(wasm: &[u8]) -> anyhow::Result<Cow<'_, [u8]>> {
 }
 
 /// What besides the wasm's bytes decides what [`to_component`] makes of
-/// it: the adapter, for core modules; nothing for components.
+/// it: the adapter, for core modules; the renaming, for components that
+/// name the WASI 0.3 release candidate (a host before it cached them as
+/// they were); nothing for other components.
 pub fn cache_salt(wasm: &[u8]) -> Option<[u8; 32]> {
-    Parser::is_core_wasm(wasm)
-        .then(|| Sha256::digest(WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER).into())
+    if Parser::is_core_wasm(wasm) {
+        Some(Sha256::digest(WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER).into())
+    } else if names_wasi_p3_rc(wasm) {
+        Some(Sha256::digest(format!("{WASI_P3_RC} as {WASI_P3}")).into())
+    } else {
+        None
+    }
+}
+
+/// Whether the wasm names the WASI 0.3 release candidate anywhere: a byte
+/// search, cheap next to parsing, and most components never do.
+fn names_wasi_p3_rc(wasm: &[u8]) -> bool {
+    memchr::memmem::find(wasm, WASI_P3_RC.as_bytes()).is_some()
+}
+
+/// The component with its top-level `wasi:*@0.3.0-rc-2026-03-15` imports
+/// and exports named `@0.3.0`; itself when it has none.
+fn wasi_p3_rc_renamed(component: &[u8]) -> anyhow::Result<Cow<'_, [u8]>> {
+    if !names_wasi_p3_rc(component) {
+        return Ok(Cow::Borrowed(component));
+    }
+    let mut renamed = wasm_encoder::Component::new();
+    RenameWasiP3Rc
+        .parse_component(&mut renamed, Parser::new(0), component)
+        .context("renaming the component's WASI 0.3 release-candidate imports")?;
+    Ok(Cow::Owned(renamed.finish()))
+}
+
+/// Renames the outermost component's WASI 0.3 release-candidate imports
+/// and exports. Nested modules and components are copied as they are:
+/// their imports are satisfied by name from inside, not by the host.
+struct RenameWasiP3Rc;
+
+/// `name`, with the release-candidate version of a `wasi:` package made the
+/// release's.
+fn renamed(name: wasmparser::ComponentExternName<'_>) -> wasm_encoder::ComponentExternName<'_> {
+    let mut name = wasm_encoder::ComponentExternName::from(name);
+    if let Some(base) = name.name.strip_suffix(WASI_P3_RC)
+        && base.starts_with("wasi:")
+    {
+        name.name = Cow::Owned(format!("{base}{WASI_P3}"));
+    }
+    name
+}
+
+impl Reencode for RenameWasiP3Rc {
+    type Error = std::convert::Infallible;
+}
+
+impl ReencodeComponent for RenameWasiP3Rc {
+    fn parse_component_import_section(
+        &mut self,
+        imports: &mut wasm_encoder::ComponentImportSection,
+        section: wasmparser::ComponentImportSectionReader<'_>,
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        for import in section {
+            let import = import?;
+            let ty = self.component_type_ref(import.ty)?;
+            imports.import(renamed(import.name), ty);
+        }
+        Ok(())
+    }
+
+    fn parse_component_export(
+        &mut self,
+        exports: &mut wasm_encoder::ComponentExportSection,
+        export: wasmparser::ComponentExport<'_>,
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        let ty = export
+            .ty
+            .map(|ty| self.component_type_ref(ty))
+            .transpose()?;
+        let index = self.component_external_index(export.kind, export.index);
+        exports.export(renamed(export.name), export.kind.into(), index, ty);
+        Ok(())
+    }
+
+    fn parse_component_submodule(
+        &mut self,
+        component: &mut wasm_encoder::Component,
+        _parser: Parser,
+        module: &[u8],
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        component.section(&RawSection {
+            id: ComponentSectionId::CoreModule.into(),
+            data: module,
+        });
+        Ok(())
+    }
+
+    fn parse_component_subcomponent(
+        &mut self,
+        component: &mut wasm_encoder::Component,
+        _parser: Parser,
+        subcomponent: &[u8],
+        _whole_component: &[u8],
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        component.section(&RawSection {
+            id: ComponentSectionId::Component.into(),
+            data: subcomponent,
+        });
+        Ok(())
+    }
 }
 
 /// Whether the module imports anything from WASI preview 1.
@@ -80,6 +196,92 @@ mod tests {
         let component = to_component(&module).expect("componentized");
         assert!(!Parser::is_core_wasm(&component));
         assert!(cache_salt(&module).is_some());
+    }
+
+    #[test]
+    fn wasi_release_candidate_names_are_renamed_on_the_outer_component_only() {
+        let rc = "wasi:http/types@0.3.0-rc-2026-03-15";
+        let component = component_importing_and_exporting(&[rc, "spin:x/y@0.3.0-rc-2026-03-15"]);
+        let renamed = to_component(&component).expect("renamed");
+        wasmparser::Validator::new()
+            .validate_all(&renamed)
+            .expect("still a valid component");
+        assert_eq!(
+            outer_and_nested_names(&renamed),
+            (
+                vec![
+                    "wasi:http/types@0.3.0".to_owned(),
+                    "spin:x/y@0.3.0-rc-2026-03-15".to_owned(),
+                    "wasi:http/types@0.3.0".to_owned(),
+                ],
+                vec![rc.to_owned()],
+            ),
+            "outer imports, then its export; the nested component's import"
+        );
+        assert!(
+            cache_salt(&component).is_some(),
+            "a host before it cached it unrenamed"
+        );
+        let released = component_importing_and_exporting(&["wasi:http/types@0.3.0"]);
+        assert!(matches!(to_component(&released), Ok(Cow::Borrowed(_))));
+        assert_eq!(cache_salt(&released), None);
+    }
+
+    /// A component importing an (empty) instance under each name and
+    /// exporting the first; it nests a component that imports the first.
+    fn component_importing_and_exporting(names: &[&str]) -> Vec<u8> {
+        use wasm_encoder::{
+            Component, ComponentExportKind, ComponentExportSection, ComponentImportSection,
+            ComponentTypeRef, ComponentTypeSection, InstanceType, NestedComponentSection,
+        };
+        let mut types = ComponentTypeSection::new();
+        types.instance(&InstanceType::new());
+        let mut imports = ComponentImportSection::new();
+        for name in names {
+            imports.import(*name, ComponentTypeRef::Instance(0));
+        }
+        let mut nested_imports = ComponentImportSection::new();
+        nested_imports.import(names[0], ComponentTypeRef::Instance(0));
+        let mut nested = Component::new();
+        nested.section(&types).section(&nested_imports);
+        let mut exports = ComponentExportSection::new();
+        exports.export(names[0], ComponentExportKind::Instance, 0, None);
+        let mut outer = Component::new();
+        outer
+            .section(&types)
+            .section(&imports)
+            .section(&NestedComponentSection(&nested))
+            .section(&exports);
+        outer.finish()
+    }
+
+    /// The outer component's import and export names, and those its nested
+    /// components import.
+    fn outer_and_nested_names(component: &[u8]) -> (Vec<String>, Vec<String>) {
+        let (mut outer, mut nested, mut depth) = (Vec::new(), Vec::new(), 0);
+        for payload in Parser::new(0).parse_all(component) {
+            match payload.expect("a valid component") {
+                Payload::Version { .. } => depth += 1,
+                Payload::End(_) => depth -= 1,
+                Payload::ComponentImportSection(imports) => {
+                    let names = if depth == 1 { &mut outer } else { &mut nested };
+                    names.extend(
+                        imports
+                            .into_iter()
+                            .map(|import| import.expect("an import").name.name.to_owned()),
+                    );
+                }
+                Payload::ComponentExportSection(exports) if depth == 1 => {
+                    outer.extend(
+                        exports
+                            .into_iter()
+                            .map(|export| export.expect("an export").name.name.to_owned()),
+                    );
+                }
+                _ => {}
+            }
+        }
+        (outer, nested)
     }
 
     /// `(component)`: the smallest component.
