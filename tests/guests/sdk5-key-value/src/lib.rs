@@ -1,4 +1,4 @@
-//! Checks `fermyon:spin/key-value@2.0.0` as an app built with this spin-sdk
+//! Checks `fermyon:spin/key-value@2.0.0` as an app built with spin-sdk 3.x or 5.x
 //! uses it: `GET /?store=<label>` runs set, get, exists, get-keys and delete
 //! on the store and answers 200 `ok`, or 500 with what went wrong; a store
 //! the host refuses answers 403 with the interface's error.

@@ -1,4 +1,4 @@
-//! Checks `fermyon:spin/redis@2.0.0` as an app built with spin-sdk 5.x
+//! Checks `fermyon:spin/redis@2.0.0` as an app built with spin-sdk 3.x or 5.x
 //! uses it: `GET /?prefix=<p>`, with the server's address in the `x-redis`
 //! header, runs every call on keys that start with `<p>` and answers 200
 //! `ok`, 500 naming the step that went wrong, or 403 naming the
@@ -60,9 +60,11 @@ fn exercise(redis: &Connection, prefix: &str) -> Result<(), String> {
     let greeting = format!("{prefix}:greeting");
     let counter = format!("{prefix}:counter");
     let set = format!("{prefix}:set");
+    // Values as `Vec`s: spin-sdk 3 takes `&Vec<u8>`, spin-sdk 5 `&[u8]`.
+    let (hello, published) = (b"hello".to_vec(), b"published".to_vec());
 
     redis
-        .set(&greeting, b"hello".as_ref())
+        .set(&greeting, &hello)
         .map_err(step("set"))?;
     check(
         "get",
@@ -138,6 +140,6 @@ fn exercise(redis: &Connection, prefix: &str) -> Result<(), String> {
         1,
     )?;
     redis
-        .publish(&format!("{prefix}:channel"), b"published".as_ref())
+        .publish(&format!("{prefix}:channel"), &published)
         .map_err(step("publish"))
 }

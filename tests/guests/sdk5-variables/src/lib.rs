@@ -1,4 +1,4 @@
-//! Checks `fermyon:spin/variables@2.0.0` as an app built with spin-sdk 5
+//! Checks `fermyon:spin/variables@2.0.0` as an app built with spin-sdk 3.x or 5.x
 //! uses it: `GET /?name=<variable>` answers 200 with the value, or 404 /
 //! 400 / 500 naming the interface's error.
 
