@@ -7,19 +7,10 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper::StatusCode;
 
 use support::js::{js_guest_wasm, warm_shared_compile_cache};
+use support::upstream::{Upstream, hello_from};
 use support::{App, Spindle};
 
 /// The JavaScript app on every path, granted the default store, a `greeting`
@@ -106,7 +97,8 @@ async fn variable_renders_from_the_app_variables() {
 
 #[tokio::test]
 async fn fetch_reaches_an_allowed_host_and_relays_its_status_and_body() {
-    let upstream = Upstream::start().await;
+    let upstream =
+        Upstream::start(|parts, _| hello_from(parts.uri.path(), StatusCode::ACCEPTED)).await;
     let (_app, spindle) = start(std::slice::from_ref(&upstream.url()));
 
     let reply = spindle
@@ -125,7 +117,8 @@ async fn fetch_reaches_an_allowed_host_and_relays_its_status_and_body() {
 
 #[tokio::test]
 async fn fetch_of_a_host_not_allowed_fails_in_the_guest_and_sends_nothing() {
-    let upstream = Upstream::start().await;
+    let upstream =
+        Upstream::start(|parts, _| hello_from(parts.uri.path(), StatusCode::ACCEPTED)).await;
     let (_app, spindle) = start(&["https://example.com".to_string()]);
 
     let reply = spindle
@@ -140,48 +133,4 @@ async fn fetch_of_a_host_not_allowed_fails_in_the_guest_and_sends_nothing() {
         0,
         "a denied request reached the server"
     );
-}
-
-/// A local HTTP server answering `202 hello from upstream <path>` to
-/// everything, counting the requests it sees.
-struct Upstream {
-    address: SocketAddr,
-    requests: Arc<AtomicUsize>,
-}
-
-impl Upstream {
-    async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the upstream server");
-        let address = listener.local_addr().expect("the upstream's address");
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let counter = counter.clone();
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let body = format!("hello from upstream {}", request.uri().path());
-                    let mut response = Response::new(Full::new(Bytes::from(body)));
-                    *response.status_mut() = StatusCode::ACCEPTED;
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
-        });
-        Upstream { address, requests }
-    }
-
-    /// `http://127.0.0.1:PORT`, as the guest addresses it.
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
 }

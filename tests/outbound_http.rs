@@ -6,60 +6,8 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-
+use support::upstream::Upstream;
 use support::{App, Reply, guest_wasm};
-
-/// A local HTTP server answering `hello from upstream <path>` to everything.
-struct Upstream {
-    address: SocketAddr,
-    requests: Arc<AtomicUsize>,
-}
-
-impl Upstream {
-    async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the upstream server");
-        let address = listener.local_addr().expect("the upstream's address");
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let counter = counter.clone();
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let body = format!("hello from upstream {}", request.uri().path());
-                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
-        });
-        Upstream { address, requests }
-    }
-
-    /// `http://127.0.0.1:PORT`, as a guest would address it.
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-}
 
 /// A component `id` of `guest`, on `route`, allowed to reach `allowed`.
 fn component(id: &str, guest: &str, route: &str, allowed: &[String]) -> String {
@@ -100,7 +48,7 @@ fn echoed(reply: &Reply) -> serde_json::Value {
 
 #[tokio::test]
 async fn allowed_host_is_reached_and_its_answer_relayed() {
-    let upstream = Upstream::start().await;
+    let upstream = Upstream::hello().await;
     let app = App::new(&manifest(&[component(
         "fetch",
         "outbound-http",
@@ -122,7 +70,7 @@ async fn allowed_host_is_reached_and_its_answer_relayed() {
 
 #[tokio::test]
 async fn denied_host_gets_http_request_denied_and_nothing_is_sent() {
-    let upstream = Upstream::start().await;
+    let upstream = Upstream::hello().await;
     let app = App::new(&manifest(&[component(
         "fetch",
         "outbound-http",
@@ -220,7 +168,7 @@ async fn chaining_is_denied_unless_listed() {
 
 #[tokio::test]
 async fn component_calling_itself_does_not_deadlock() {
-    let upstream = Upstream::start().await;
+    let upstream = Upstream::hello().await;
     let app = App::new(&manifest(&[component(
         "a",
         "outbound-http",

@@ -6,21 +6,11 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 use support::App;
 use support::python::python_guest_wasm;
+use support::upstream::Upstream;
 
 /// The Python app on every path, granted the default store, a `greeting`
 /// variable set from the app's variables, and `allowed` outbound hosts.
@@ -55,8 +45,8 @@ greeting = "hello, {{{{ audience }}}}"
 /// well within the start-up deadline on a busy machine.
 #[tokio::test]
 async fn python_app_serves_http_key_value_variables_and_outbound_http() {
-    let allowed = Upstream::start().await;
-    let denied = Upstream::start().await;
+    let allowed = Upstream::hello().await;
+    let denied = Upstream::hello().await;
     let app = App::new(&manifest(&[allowed.url()])).with_shared_compile_cache();
     let spindle = app.start();
 
@@ -119,46 +109,4 @@ async fn python_app_serves_http_key_value_variables_and_outbound_http() {
         &format!("outbound request to {} denied", denied.url()),
         Duration::from_secs(10),
     );
-}
-
-/// A local HTTP server answering `hello from upstream <path>` to everything,
-/// counting the requests it gets.
-struct Upstream {
-    address: SocketAddr,
-    requests: Arc<AtomicUsize>,
-}
-
-impl Upstream {
-    async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the upstream server");
-        let address = listener.local_addr().expect("the upstream's address");
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let counter = counter.clone();
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let body = format!("hello from upstream {}", request.uri().path());
-                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
-        });
-        Upstream { address, requests }
-    }
-
-    /// `http://127.0.0.1:PORT`, as the guest addresses it.
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
 }

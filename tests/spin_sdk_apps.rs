@@ -11,23 +11,18 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
+use hyper::Response;
 use sqlx::Row;
 use tokio::net::TcpListener;
 
 use support::services::{postgres_url, redis_url};
+use support::upstream::Upstream;
 use support::{App, Reply, Spindle};
 
 /// A spin-sdk 3.x guest, built as Spin's templates build it.
@@ -283,54 +278,15 @@ async fn redis_from_spin_sdk_3_and_5_apps() {
     }
 }
 
-/// A local HTTP server answering every request with `<method> <path>
-/// <body>`, counting what it sees.
-struct Upstream {
-    address: SocketAddr,
-    requests: Arc<AtomicUsize>,
-}
-
-impl Upstream {
-    async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the upstream server");
-        let address = listener.local_addr().expect("the upstream's address");
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let counter = counter.clone();
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        let (parts, body) = request.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|collected| collected.to_bytes())
-                            .unwrap_or_default();
-                        let echo = format!(
-                            "{} {} {}",
-                            parts.method,
-                            parts.uri.path(),
-                            String::from_utf8_lossy(&body)
-                        );
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(echo))))
-                    }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
-        });
-        Upstream { address, requests }
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
+/// The upstream's answer: `<method> <path> <body>` of the request.
+fn echo(parts: &http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
+    let echo = format!(
+        "{} {} {}",
+        parts.method,
+        parts.uri.path(),
+        String::from_utf8_lossy(&body)
+    );
+    Response::new(Full::new(Bytes::from(echo)))
 }
 
 /// `spin_sdk::http::send` from a spin-sdk 5.x app reaches an allowed server
@@ -338,27 +294,30 @@ impl Upstream {
 /// `http-request-denied` and sees nothing.
 #[tokio::test]
 async fn outbound_http_from_a_spin_sdk_5_app() {
-    let (allowed, other) = (Upstream::start().await, Upstream::start().await);
+    let (allowed, other) = (Upstream::start(echo).await, Upstream::start(echo).await);
     let app = App::new(&manifest(
         "outbound-http",
         "",
         &[component(
             "sdk5",
             &sdk5("sdk5-outbound-http"),
-            &format!("\"http://{}\"", allowed.address),
+            &format!("\"http://{}\"", allowed.address()),
         )],
     ));
     let spindle = app.start();
 
     let reply = spindle
-        .get(&format!("/sdk5/?url=http://{}/from-sdk5", allowed.address))
+        .get(&format!(
+            "/sdk5/?url=http://{}/from-sdk5",
+            allowed.address()
+        ))
         .await;
     assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
     assert_eq!(allowed.requests(), 1, "the allowed server saw the request");
 
     for url in [
-        format!("http://{}/denied", other.address),
-        format!("http://localhost:{}/denied", allowed.address.port()),
+        format!("http://{}/denied", other.address()),
+        format!("http://localhost:{}/denied", allowed.address().port()),
     ] {
         let reply = spindle.get(&format!("/sdk5/?url={url}")).await;
         assert_eq!(
@@ -456,7 +415,7 @@ async fn tcp_sockets_from_a_spin_sdk_5_app() {
 /// another one.
 #[tokio::test]
 async fn a_spin_4_0_app_built_with_spin_sdk_6() {
-    let (allowed, other) = (Upstream::start().await, Upstream::start().await);
+    let (allowed, other) = (Upstream::start(echo).await, Upstream::start(echo).await);
     let app = App::new(&format!(
         "{}key_value_stores = [\"default\"]\n[component.sdk6.variables]\ngreeting = \"{{{{ greeting }}}}\"\n",
         manifest(
@@ -465,7 +424,7 @@ async fn a_spin_4_0_app_built_with_spin_sdk_6() {
             &[component(
                 "sdk6",
                 &sdk5("sdk6-app"),
-                &format!("\"http://{}\"", allowed.address),
+                &format!("\"http://{}\"", allowed.address()),
             )],
         )
     ));
@@ -493,11 +452,11 @@ async fn a_spin_4_0_app_built_with_spin_sdk_6() {
     assert_eq!((reply.status, reply.body.as_str()), (200, "hej"));
 
     let reply = spindle
-        .get(&format!("/sdk6/outbound?http://{}/hi", allowed.address))
+        .get(&format!("/sdk6/outbound?http://{}/hi", allowed.address()))
         .await;
     assert_eq!((reply.status, reply.body.as_str()), (200, "200\nGET /hi "));
     let reply = spindle
-        .get(&format!("/sdk6/outbound?http://{}/hi", other.address))
+        .get(&format!("/sdk6/outbound?http://{}/hi", other.address()))
         .await;
     assert_eq!(reply.status, 500);
     assert!(reply.body.contains("HttpRequestDenied"), "{}", reply.body);

@@ -21,6 +21,7 @@ pub mod js;
 pub mod openapi;
 pub mod python;
 pub mod services;
+pub mod upstream;
 
 /// How long `spindle up` may take to print `Serving …` or to fail: it compiles
 /// every component first, which is slow the first time.

@@ -63,9 +63,7 @@ fn exercise(redis: &Connection, prefix: &str) -> Result<(), String> {
     // Values as `Vec`s: spin-sdk 3 takes `&Vec<u8>`, spin-sdk 5 `&[u8]`.
     let (hello, published) = (b"hello".to_vec(), b"published".to_vec());
 
-    redis
-        .set(&greeting, &hello)
-        .map_err(step("set"))?;
+    redis.set(&greeting, &hello).map_err(step("set"))?;
     check(
         "get",
         redis.get(&greeting).map_err(step("get"))?,
