@@ -13,9 +13,16 @@
 //!   but for the version (an unstable `exit-with-code` became stable). Their
 //!   top-level import and export names are renamed to `@0.3.0`, so the one
 //!   WASI 0.3 implementation serves both; wasmtime still checks every type
-//!   against it when the component is linked.
+//!   against it when the component is linked. A component that names an
+//!   interface both ways (the Python SDK 5 imports `wasi:cli`, `wasi:clocks`,
+//!   `wasi:http` and the rest as `0.3.0` and as the release candidate) may
+//!   not have two imports of one name: there the release candidate's becomes
+//!   `@0.3.0+rc-2026-03-15`, which wasmtime's linker resolves to the same
+//!   0.3.0 implementation (semver build metadata leaves the version as it
+//!   is).
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -31,6 +38,9 @@ const PREVIEW1: &str = "wasi_snapshot_preview1";
 /// and the release the host implements.
 const WASI_P3_RC: &str = "@0.3.0-rc-2026-03-15";
 const WASI_P3: &str = "@0.3.0";
+/// The release-candidate name of an interface the component also names as
+/// the release: the release's version with the candidate as build metadata.
+const WASI_P3_RC_TWIN: &str = "@0.3.0+rc-2026-03-15";
 
 /// `wasm` as a component the host runs: a component as it is (or with its
 /// WASI 0.3 release-candidate names renamed), a core module made into one.
@@ -61,6 +71,8 @@ pub fn cache_salt(wasm: &[u8]) -> Option<[u8; 32]> {
     if Parser::is_core_wasm(wasm) {
         Some(Sha256::digest(WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER).into())
     } else if names_wasi_p3_rc(wasm) {
+        // A component naming an interface both ways did not load before
+        // the build-metadata name, so nothing cached has the other naming.
         Some(Sha256::digest(format!("{WASI_P3_RC} as {WASI_P3}")).into())
     } else {
         None
@@ -80,7 +92,7 @@ fn wasi_p3_rc_renamed(component: &[u8]) -> anyhow::Result<Cow<'_, [u8]>> {
         return Ok(Cow::Borrowed(component));
     }
     let mut renamed = wasm_encoder::Component::new();
-    RenameWasiP3Rc
+    RenameWasiP3Rc::new(component)?
         .parse_component(&mut renamed, Parser::new(0), component)
         .context("renaming the component's WASI 0.3 release-candidate imports")?;
     Ok(Cow::Owned(renamed.finish()))
@@ -89,16 +101,64 @@ fn wasi_p3_rc_renamed(component: &[u8]) -> anyhow::Result<Cow<'_, [u8]>> {
 /// Renames the outermost component's WASI 0.3 release-candidate imports
 /// and exports. Nested modules and components are copied as they are:
 /// their imports are satisfied by name from inside, not by the host.
-struct RenameWasiP3Rc;
+struct RenameWasiP3Rc {
+    /// The outermost component's import names, as it has them.
+    imports: HashSet<String>,
+    /// Its export names, as it has them.
+    exports: HashSet<String>,
+}
+
+impl RenameWasiP3Rc {
+    /// The renamer for `component`, which knows the names it imports and
+    /// exports, so that none is renamed to one it has already.
+    fn new(component: &[u8]) -> anyhow::Result<RenameWasiP3Rc> {
+        let mut renamer = RenameWasiP3Rc {
+            imports: HashSet::new(),
+            exports: HashSet::new(),
+        };
+        // `parse_all` goes into nested modules and components too; their
+        // names are their own.
+        let mut depth = 0usize;
+        for payload in Parser::new(0).parse_all(component) {
+            match payload.context("reading the component")? {
+                Payload::Version { .. } => depth += 1,
+                Payload::End(_) => depth = depth.saturating_sub(1),
+                Payload::ComponentImportSection(imports) if depth == 1 => {
+                    for import in imports {
+                        let import = import.context("reading the component's imports")?;
+                        renamer.imports.insert(import.name.name.to_owned());
+                    }
+                }
+                Payload::ComponentExportSection(exports) if depth == 1 => {
+                    for export in exports {
+                        let export = export.context("reading the component's exports")?;
+                        renamer.exports.insert(export.name.name.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(renamer)
+    }
+}
 
 /// `name`, with the release-candidate version of a `wasi:` package made the
-/// release's.
-fn renamed(name: wasmparser::ComponentExternName<'_>) -> wasm_encoder::ComponentExternName<'_> {
+/// release's: `@0.3.0`, or `@0.3.0+rc-2026-03-15` where `taken` (the
+/// component's other names of that kind) has the `@0.3.0` name already.
+fn renamed<'a>(
+    name: wasmparser::ComponentExternName<'a>,
+    taken: &HashSet<String>,
+) -> wasm_encoder::ComponentExternName<'a> {
     let mut name = wasm_encoder::ComponentExternName::from(name);
     if let Some(base) = name.name.strip_suffix(WASI_P3_RC)
         && base.starts_with("wasi:")
     {
-        name.name = Cow::Owned(format!("{base}{WASI_P3}"));
+        let release = format!("{base}{WASI_P3}");
+        name.name = Cow::Owned(if taken.contains(&release) {
+            format!("{base}{WASI_P3_RC_TWIN}")
+        } else {
+            release
+        });
     }
     name
 }
@@ -116,7 +176,7 @@ impl ReencodeComponent for RenameWasiP3Rc {
         for import in section {
             let import = import?;
             let ty = self.component_type_ref(import.ty)?;
-            imports.import(renamed(import.name), ty);
+            imports.import(renamed(import.name, &self.imports), ty);
         }
         Ok(())
     }
@@ -131,7 +191,12 @@ impl ReencodeComponent for RenameWasiP3Rc {
             .map(|ty| self.component_type_ref(ty))
             .transpose()?;
         let index = self.component_external_index(export.kind, export.index);
-        exports.export(renamed(export.name), export.kind.into(), index, ty);
+        exports.export(
+            renamed(export.name, &self.exports),
+            export.kind.into(),
+            index,
+            ty,
+        );
         Ok(())
     }
 
@@ -225,6 +290,26 @@ mod tests {
         let released = component_importing_and_exporting(&["wasi:http/types@0.3.0"]);
         assert!(matches!(to_component(&released), Ok(Cow::Borrowed(_))));
         assert_eq!(cache_salt(&released), None);
+    }
+
+    #[test]
+    fn a_release_candidate_import_named_as_the_release_too_keeps_the_candidate_as_build_metadata() {
+        let rc = "wasi:clocks/types@0.3.0-rc-2026-03-15";
+        let release = "wasi:clocks/types@0.3.0";
+        let component = component_importing_and_exporting(&[rc, release]);
+        let renamed = to_component(&component).expect("renamed");
+        wasmparser::Validator::new()
+            .validate_all(&renamed)
+            .expect("still a valid component: no two imports of one name");
+        assert_eq!(
+            outer_and_nested_names(&renamed).0,
+            vec![
+                "wasi:clocks/types@0.3.0+rc-2026-03-15".to_owned(),
+                release.to_owned(),
+                release.to_owned(),
+            ],
+            "outer imports, then its export (the only export of that name)"
+        );
     }
 
     /// A component importing an (empty) instance under each name and
