@@ -5,7 +5,8 @@
 //! a count of something another module already tracks (calls running and
 //! waiting per component) are filled in at scrape time instead.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -218,6 +219,66 @@ pub fn component(component: &str) -> ComponentLabels {
     }
 }
 
+/// One HTTP route's request metrics, resolved when the route is made: a
+/// request then costs no label strings and no lookup in the families.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    component: String,
+    route: String,
+    /// The request counter per status; a status gets its own on first use.
+    by_status: RwLock<HashMap<u16, Counter>>,
+    /// The component's latency histogram; `None` for unrouted requests.
+    latency: Option<Histogram>,
+}
+
+impl RouteMetrics {
+    /// The metrics of `route` of `component`; empty strings for requests
+    /// that matched no route (counted, without latency).
+    pub fn new(component: &str, route: &str) -> Self {
+        let latency = (!component.is_empty()).then(|| {
+            metrics()
+                .request_seconds
+                .get_or_create(&self::component(component))
+                .clone()
+        });
+        Self {
+            component: component.to_string(),
+            route: route.to_string(),
+            by_status: RwLock::default(),
+            latency,
+        }
+    }
+
+    /// Counts one request answered with `status` after `elapsed`.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        if let Some(latency) = &self.latency {
+            latency.observe(elapsed.as_secs_f64());
+        }
+        // A poisoned lock only means a panic elsewhere; the map is intact.
+        let known = self
+            .by_status
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&status)
+            .map(|counter| counter.inc());
+        if known.is_none() {
+            let counter = metrics()
+                .requests
+                .get_or_create(&RequestLabels {
+                    component: self.component.clone(),
+                    route: self.route.clone(),
+                    status,
+                })
+                .clone();
+            counter.inc();
+            self.by_status
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(status, counter);
+        }
+    }
+}
+
 /// Records one instantiation of `component` that took `elapsed`.
 pub fn instance_started(component: &str, elapsed: Duration) {
     let labels = self::component(component);
@@ -249,6 +310,22 @@ impl Drop for ReleaseOnDrop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_metrics_count_into_the_shared_families() {
+        let route = RouteMetrics::new("route-metrics-test", "/r/...");
+        route.record(200, Duration::from_millis(3));
+        route.record(200, Duration::from_millis(5));
+        route.record(503, Duration::from_millis(1));
+        let text = metrics().encode();
+        for line in [
+            r#"spindle_http_requests_total{component="route-metrics-test",route="/r/...",status="200"} 2"#,
+            r#"spindle_http_requests_total{component="route-metrics-test",route="/r/...",status="503"} 1"#,
+            r#"spindle_http_request_duration_seconds_count{component="route-metrics-test"} 3"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
 
     #[test]
     fn counters_appear_in_the_text_format() {

@@ -15,7 +15,7 @@ pub mod routes;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -37,7 +37,8 @@ use crate::capabilities::outbound_http::{LocalDispatch, LocalTarget};
 use crate::engine::LoadedComponent;
 use crate::listener::{self, ConnectionLimits};
 use crate::manifest::{App, HttpRoute};
-use crate::{metrics, telemetry};
+use crate::metrics::RouteMetrics;
+use crate::telemetry;
 use handler::ComponentInstances;
 use routes::{Route, RouteMatch, Router};
 use tracing::Instrument;
@@ -173,7 +174,7 @@ impl HttpTrigger {
             return text_response(StatusCode::OK, "OK");
         }
         let Some(matched) = self.router.route(path) else {
-            record_request("", "", StatusCode::NOT_FOUND, Duration::ZERO);
+            unrouted_metrics().record(StatusCode::NOT_FOUND.as_u16(), Duration::ZERO);
             return empty_response(StatusCode::NOT_FOUND);
         };
         let request =
@@ -195,14 +196,9 @@ impl HttpTrigger {
             .call_component(matched, request, client)
             .instrument(span.clone())
             .await;
-        span.record("http.response.status_code", response.status().as_u16());
-        let route = matched.route;
-        record_request(
-            &route.component,
-            &route.raw,
-            response.status(),
-            started.elapsed(),
-        );
+        let status = response.status().as_u16();
+        span.record("http.response.status_code", status);
+        matched.route.metrics.record(status, started.elapsed());
         response
     }
 
@@ -299,23 +295,10 @@ fn server_span(matched: &RouteMatch<'_>, request: &Request<WasiBody>) -> tracing
     span
 }
 
-/// Counts one request in the metrics (latency only for routed ones).
-fn record_request(component: &str, route: &str, status: StatusCode, elapsed: Duration) {
-    let metrics = metrics::metrics();
-    metrics
-        .requests
-        .get_or_create(&metrics::RequestLabels {
-            component: component.to_string(),
-            route: route.to_string(),
-            status: status.as_u16(),
-        })
-        .inc();
-    if !component.is_empty() {
-        metrics
-            .request_seconds
-            .get_or_create(&metrics::component(component))
-            .observe(elapsed.as_secs_f64());
-    }
+/// Where requests that match no route are counted.
+fn unrouted_metrics() -> &'static RouteMetrics {
+    static UNROUTED: OnceLock<RouteMetrics> = OnceLock::new();
+    UNROUTED.get_or_init(|| RouteMetrics::new("", ""))
 }
 
 /// Service chaining: requests a component sends to `http://self` or

@@ -5,8 +5,11 @@
 //! the longest wildcard prefix wins, and a literal segment beats a `:name`.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
+
+use crate::metrics::RouteMetrics;
 
 /// One piece of a route between slashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,8 @@ pub struct Route {
     /// Spin's request headers that are the same for every request on this
     /// route, made once instead of per request.
     pub constant_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Where its requests are counted, resolved once.
+    pub metrics: Arc<RouteMetrics>,
     segments: Vec<Segment>,
     wildcard: bool,
 }
@@ -54,6 +59,7 @@ impl Route {
             full: full.clone(),
             base,
             constant_headers: Vec::new(),
+            metrics: Arc::new(RouteMetrics::new(component, raw)),
             segments,
             wildcard,
         };
