@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::upstream::Upstream;
+use support::upstream::{Upstream, tcp_echo_server};
 use support::{App, Reply, guest_wasm};
 
 /// A component `id` of `guest`, on `route`, allowed to reach `allowed`.
@@ -199,27 +199,6 @@ async fn component_calling_itself_does_not_deadlock() {
     assert_eq!(status, 200);
     assert_eq!(inner, "200\n200\nhello from upstream /deeper");
     assert_eq!(upstream.requests(), 2);
-}
-
-/// A TCP server on 127.0.0.1 that sends back the first line it reads.
-async fn tcp_echo_server() -> u16 {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the echo server");
-    let port = listener.local_addr().expect("its address").port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (reader, mut writer) = stream.into_split();
-                let mut line = String::new();
-                if BufReader::new(reader).read_line(&mut line).await.is_ok() {
-                    let _ = writer.write_all(line.as_bytes()).await;
-                }
-            });
-        }
-    });
-    port
 }
 
 /// `wasi:sockets` TCP: open exactly as far as `allowed_outbound_hosts`

@@ -19,10 +19,9 @@ use futures::StreamExt;
 use http_body_util::Full;
 use hyper::Response;
 use sqlx::Row;
-use tokio::net::TcpListener;
 
 use support::services::{postgres_url, redis_url};
-use support::upstream::Upstream;
+use support::upstream::{Upstream, tcp_echo_server};
 use support::{App, Reply, Spindle};
 
 /// A spin-sdk 3.x guest, built as Spin's templates build it.
@@ -332,27 +331,6 @@ async fn outbound_http_from_a_spin_sdk_5_app() {
         1,
         "nothing more reached the allowed one"
     );
-}
-
-/// A TCP server that answers each connection's first line with itself.
-async fn tcp_echo_server() -> u16 {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the echo server");
-    let port = listener.local_addr().expect("its address").port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (reader, mut writer) = stream.into_split();
-                let mut line = String::new();
-                if BufReader::new(reader).read_line(&mut line).await.is_ok() {
-                    let _ = writer.write_all(line.as_bytes()).await;
-                }
-            });
-        }
-    });
-    port
 }
 
 /// `wasi:sockets` TCP from a spin-sdk 5.x app through `std::net`: open as

@@ -1,4 +1,4 @@
-//! A local HTTP server for outbound requests to reach: it answers every
+//! Local servers for outbound requests to reach. The HTTP one answers every
 //! request the way a test asks and counts what it sees, so a test can tell
 //! a request that reached it from one the host denied.
 
@@ -84,4 +84,26 @@ pub fn hello_from(path: &str, status: StatusCode) -> Response<Full<Bytes>> {
     ))));
     *response.status_mut() = status;
     response
+}
+
+/// A TCP server on 127.0.0.1 that sends back the first line each
+/// connection sends; its port.
+pub async fn tcp_echo_server() -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the echo server");
+    let port = listener.local_addr().expect("its address").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (reader, mut writer) = stream.into_split();
+                let mut line = String::new();
+                if BufReader::new(reader).read_line(&mut line).await.is_ok() {
+                    let _ = writer.write_all(line.as_bytes()).await;
+                }
+            });
+        }
+    });
+    port
 }
