@@ -10,15 +10,17 @@
 
 mod body_limit;
 mod handler;
+mod live;
 pub mod routes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -28,7 +30,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use wasmtime::Engine;
 use wasmtime_wasi_http::WasiBody;
-use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler};
+use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler, TrapOrPanicError};
 
 use super::Admissions;
 use super::admission::Admission;
@@ -40,6 +42,7 @@ use crate::manifest::{App, HttpRoute};
 use crate::metrics::RouteMetrics;
 use crate::telemetry;
 use handler::ComponentInstances;
+use live::LiveInstances;
 use routes::{Route, RouteMatch, Router};
 use tracing::Instrument;
 
@@ -64,6 +67,8 @@ pub struct HttpTrigger {
     /// Kept to build the instances of a component deployed while running.
     engine: Engine,
     capabilities: Arc<AppCapabilities>,
+    /// Every component's instances, so shutdown can wait for them.
+    live: LiveInstances,
 }
 
 /// One HTTP-triggered component: who may call it now, and its instances.
@@ -71,9 +76,9 @@ struct HttpComponent {
     admission: Arc<Admission>,
     /// Request bodies longer than this get 413; see `body_limit`.
     max_request_body: u64,
-    /// Swapped whole by a deploy; a call clones it (an `Arc`) at its start,
+    /// Swapped whole by a deploy; a call takes the current one at its start,
     /// so calls already running finish on the version they began with.
-    handler: RwLock<ProxyHandler<ComponentInstances>>,
+    handler: ArcSwap<ProxyHandler<ComponentInstances>>,
 }
 
 impl HttpTrigger {
@@ -88,12 +93,13 @@ impl HttpTrigger {
     ) -> anyhow::Result<Self> {
         let mut components_by_id = HashMap::new();
         let mut routes = Vec::new();
+        let live = LiveInstances::new();
         for trigger in &app.http_triggers {
             let Some(loaded) = components.iter().find(|c| c.config.id == trigger.component) else {
                 continue;
             };
             if !components_by_id.contains_key(&trigger.component) {
-                let instances = ComponentInstances::new(engine, capabilities, loaded)?;
+                let instances = ComponentInstances::new(engine, capabilities, loaded, &live)?;
                 let admission = admissions.get(&trigger.component).cloned().ok_or_else(|| {
                     anyhow::anyhow!("component `{}` has no admission control", trigger.component)
                 })?;
@@ -105,7 +111,7 @@ impl HttpTrigger {
                 let component = HttpComponent {
                     admission,
                     max_request_body,
-                    handler: RwLock::new(ProxyHandler::new(instances)),
+                    handler: ArcSwap::from_pointee(ProxyHandler::new(instances)),
                 };
                 components_by_id.insert(trigger.component.clone(), component);
             }
@@ -118,6 +124,7 @@ impl HttpTrigger {
             components: components_by_id,
             engine: engine.clone(),
             capabilities: capabilities.clone(),
+            live,
         })
     }
 
@@ -134,12 +141,11 @@ impl HttpTrigger {
         let Some(component) = self.components.get(id) else {
             anyhow::bail!("component `{id}` is not served by this host's HTTP trigger");
         };
-        let instances = ComponentInstances::new(&self.engine, &self.capabilities, loaded)?;
-        let mut handler = component
+        let instances =
+            ComponentInstances::new(&self.engine, &self.capabilities, loaded, &self.live)?;
+        component
             .handler
-            .write()
-            .map_err(|_| anyhow::anyhow!("component `{id}`: handler lock poisoned"))?;
-        *handler = ProxyHandler::new(instances);
+            .store(Arc::new(ProxyHandler::new(instances)));
         Ok(())
     }
 
@@ -149,7 +155,8 @@ impl HttpTrigger {
     }
 
     /// Serves connections from `listener` until `shutdown` resolves, then
-    /// stops accepting and lets in-flight requests finish.
+    /// stops accepting, lets in-flight requests finish and waits for the
+    /// instances to be let go.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -163,7 +170,17 @@ impl HttpTrigger {
                 async move { Ok::<_, Infallible>(trigger.handle(request, client).await) }
             })
         };
-        listener::serve("app", listener, limits, service_for, shutdown).await
+        listener::serve("app", listener, limits, service_for, shutdown).await?;
+        // Every response is sent, but a guest may still be working after its
+        // answer; unwaited, its instance would be dropped with the runtime.
+        if !self.live.close(live::CLOSE_GRACE).await {
+            tracing::warn!(
+                instances = self.live.count(),
+                "instances still running {:?} after shutdown began; exiting",
+                live::CLOSE_GRACE
+            );
+        }
+        Ok(())
     }
 
     async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<WasiBody> {
@@ -190,7 +207,7 @@ impl HttpTrigger {
         request: Request<WasiBody>,
         client: SocketAddr,
     ) -> Response<WasiBody> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let span = server_span(matched, &request);
         let response = self
             .call_component(matched, request, client)
@@ -222,10 +239,7 @@ impl HttpTrigger {
             tracing::debug!(component = %matched.route.component, %path, "overloaded: turned away");
             return overloaded_response();
         };
-        let handler = match component.handler.read() {
-            Ok(handler) => handler.clone(),
-            Err(_) => return empty_response(StatusCode::INTERNAL_SERVER_ERROR),
-        };
+        let handler = component.handler.load_full();
         let request = match guest_request(request, matched, client) {
             Ok(request) => request,
             Err(error) => {
@@ -236,20 +250,16 @@ impl HttpTrigger {
         let (parts, body) = request.into_parts();
         let (body, overrun) = body_limit::limit(body, component.max_request_body);
         let request = Request::from_parts(parts, body);
-        // The deadline is enforced here too: a guest that never yields may
-        // keep the instance's own timer from firing.
         let span = if telemetry::traces_on() {
             let id = handler.state().id();
             tracing::info_span!("component.call", otel.name = %format!("call {id}"), component = %id)
         } else {
             tracing::Span::none()
         };
-        let call = handler.handle(span.clone(), request).instrument(span);
-        let Ok(outcome) = tokio::time::timeout(handler.state().request_timeout(), call).await
-        else {
-            tracing::warn!(component = %handler.state().id(), %path, "request timed out");
-            return empty_response(StatusCode::GATEWAY_TIMEOUT);
-        };
+        // The instance policy holds the call's deadline (see `handler`), so
+        // no second timer runs here.
+        let called = Instant::now();
+        let outcome = handler.handle(span.clone(), request).instrument(span).await;
         // The guest's read of the body failed before it answered: whatever
         // it made of that (an error, a trap), the cause is the body's size.
         if overrun.happened() {
@@ -258,7 +268,7 @@ impl HttpTrigger {
         }
         match outcome {
             Ok(response) => response,
-            Err(error) if error.is::<ExpirationError>() => {
+            Err(error) if timed_out(&error, called, handler.state().request_timeout()) => {
                 tracing::warn!(component = %handler.state().id(), %path, "request timed out");
                 empty_response(StatusCode::GATEWAY_TIMEOUT)
             }
@@ -268,6 +278,14 @@ impl HttpTrigger {
             }
         }
     }
+}
+
+/// Whether a failed call ran out of time: its own deadline fired, or the
+/// instance was expired with it (a guest that never yields keeps the
+/// per-request deadline from being polled; the instance's is checked from
+/// outside, and the call then only learns that its instance went away).
+fn timed_out(error: &wasmtime::Error, called: Instant, timeout: Duration) -> bool {
+    error.is::<ExpirationError>() || (error.is::<TrapOrPanicError>() && called.elapsed() >= timeout)
 }
 
 /// The request's server span, continuing the caller's trace; none when
