@@ -16,9 +16,10 @@
 mod handler;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, watch};
 use wasmtime::Engine;
 
@@ -48,7 +49,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// A component's handler, swapped whole by a hot deploy; a message clones
 /// the `Arc` when it starts, so it finishes on the version it began with.
-type HandlerSlot = Arc<RwLock<Arc<MessageHandler>>>;
+type HandlerSlot = Arc<ArcSwap<MessageHandler>>;
 
 /// Delivers messages from the bus to the app's NATS-triggered components.
 pub struct NatsTrigger {
@@ -81,7 +82,7 @@ impl NatsTrigger {
                 Some(handler) => handler.clone(),
                 None => {
                     let handler = MessageHandler::new(engine, capabilities, loaded)?;
-                    let slot = Arc::new(RwLock::new(Arc::new(handler)));
+                    let slot = Arc::new(ArcSwap::from_pointee(handler));
                     handlers.insert(trigger.component.clone(), slot.clone());
                     slot
                 }
@@ -148,10 +149,7 @@ impl NatsTrigger {
             anyhow::bail!("component `{id}` is not served by this host's NATS trigger");
         };
         let handler = MessageHandler::new(&self.engine, &self.capabilities, loaded)?;
-        let mut current = slot
-            .write()
-            .map_err(|_| anyhow::anyhow!("component `{id}`: handler lock poisoned"))?;
-        *current = Arc::new(handler);
+        slot.store(Arc::new(handler));
         Ok(())
     }
 
@@ -317,10 +315,7 @@ impl Consumer {
     /// with the other callers: one that finds the component busy (with
     /// HTTP, say) waits its turn instead of using up a delivery.
     async fn run_handler(&self, delivery: &Delivery, message: &Message) -> Outcome {
-        let handler = match self.handler.read() {
-            Ok(handler) => handler.clone(),
-            Err(_) => return Outcome::Failed("the handler lock is poisoned".into()),
-        };
+        let handler = self.handler.load_full();
         let (consumer_span, call_span) = self.spans(message);
         let work = async {
             let _admitted = self.admission.admit_patiently().await;
