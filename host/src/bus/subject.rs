@@ -58,3 +58,6 @@ mod tests {
         assert!(!is_subject_pattern("order.>.x"));
     }
 }
+
+#[cfg(test)]
+mod proptests;
