@@ -535,3 +535,6 @@ mod tests {
         assert!(allowed(&["https://example.com/"]).allows("https", "example.com", None));
     }
 }
+
+#[cfg(test)]
+mod proptests;
