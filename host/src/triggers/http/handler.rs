@@ -18,6 +18,7 @@ use wasmtime_wasi_http::handler::{
     HandlerState, Instance, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
 };
 
+use super::live::{LiveInstances, Tracked};
 use crate::capabilities::AppCapabilities;
 use crate::engine::{self, InstanceState, LoadedComponent};
 use crate::manifest;
@@ -58,14 +59,17 @@ pub struct ComponentInstances {
     pre: ProxyPre<InstanceState>,
     reuse: ReusePolicy,
     request_timeout: Duration,
+    live: LiveInstances,
 }
 
 impl ComponentInstances {
-    /// Checks that `loaded` exports an HTTP handler, in either WASI version.
+    /// Checks that `loaded` exports an HTTP handler, in either WASI version;
+    /// its instances are counted in `live`.
     pub fn new(
         engine: &Engine,
         capabilities: &Arc<AppCapabilities>,
         loaded: &LoadedComponent,
+        live: &LiveInstances,
     ) -> anyhow::Result<Self> {
         let component = loaded.config.clone();
         let (pre, reuse) = match wasmtime_wasi_http::p3::bindings::ServicePre::new(
@@ -92,6 +96,7 @@ impl ComponentInstances {
             pre,
             reuse,
             request_timeout,
+            live: live.clone(),
         })
     }
 
@@ -115,6 +120,7 @@ impl HandlerState for ComponentInstances {
         &self,
     ) -> wasmtime::Result<Instance<InstanceState, Expiration, InstancePolicy>> {
         let started = Instant::now();
+        let tracked = self.live.track();
         let mut store = engine::new_store(&self.engine, &self.component, &self.capabilities);
         let proxy = self.pre.instantiate_async(&mut store).await?;
         metrics::instance_started(&self.component.id, started.elapsed());
@@ -123,11 +129,12 @@ impl HandlerState for ComponentInstances {
             store,
             proxy,
             view: InstanceState::http_view,
-            expiration: Expiration::new(self.request_timeout),
+            expiration: Expiration::new(self.request_timeout, &self.live),
             state: InstancePolicy {
                 component: self.component.id.clone(),
                 reuse: self.reuse,
                 request_timeout: self.request_timeout,
+                tracked,
             },
         })
     }
@@ -138,6 +145,8 @@ pub struct InstancePolicy {
     component: String,
     reuse: ReusePolicy,
     request_timeout: Duration,
+    /// Counts this instance as live until its worker lets it go.
+    tracked: Tracked,
 }
 
 impl WorkerState for InstancePolicy {
@@ -170,6 +179,13 @@ impl WorkerState for InstancePolicy {
         metrics::instance_released(&self.component);
         match result {
             Ok(()) => tracing::debug!(component = %self.component, "instance released"),
+            // Shutdown stopped waiting for this instance, so the runtime drops
+            // its worker, and wasmtime-wasi-http reports any worker dropped
+            // unfinished as "worker panicked": say what happened instead.
+            Err(_) if self.tracked.live().abandoned() => tracing::warn!(
+                component = %self.component,
+                "instance stopped at shutdown while its guest was still running"
+            ),
             Err(error) => {
                 tracing::error!(component = %self.component, "instance failed: {error:?}")
             }
@@ -177,20 +193,24 @@ impl WorkerState for InstancePolicy {
     }
 }
 
-/// Decides when an instance is done: idle too long, or a call overran its
-/// deadline while the guest kept the event loop from noticing.
+/// Decides when an instance is done: idle too long (or at all, once the
+/// trigger shuts down), or a call overran its deadline while the guest kept
+/// the event loop from noticing.
 pub struct Expiration {
     request_timeout: Duration,
     timer: Pin<Box<Sleep>>,
     armed_for: Option<Instant>,
+    /// Resolves when the trigger shuts down; `None` once it has.
+    closing: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
 }
 
 impl Expiration {
-    fn new(request_timeout: Duration) -> Self {
+    fn new(request_timeout: Duration, live: &LiveInstances) -> Self {
         Self {
             request_timeout,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed_for: None,
+            closing: Some(Box::pin(live.closing())),
         }
     }
 }
@@ -203,9 +223,21 @@ impl WorkerExpiration for Expiration {
         since: Instant,
     ) -> Poll<()> {
         let this = self.get_mut();
+        if let Some(closing) = &mut this.closing
+            && closing.as_mut().poll(cx).is_ready()
+        {
+            this.closing = None;
+        }
+        // Shutdown waits for the instances: an idle one goes at once, a busy
+        // one keeps its deadlines and goes when its guest is done.
+        let idle_timeout = if this.closing.is_none() {
+            Duration::ZERO
+        } else {
+            IDLE_INSTANCE_TIMEOUT
+        };
         let deadline = since
             + match status {
-                WorkerStatus::Idle => IDLE_INSTANCE_TIMEOUT,
+                WorkerStatus::Idle => idle_timeout,
                 WorkerStatus::Requests => this.request_timeout,
                 WorkerStatus::PostReturn => POST_RETURN_TIMEOUT,
             };
