@@ -85,14 +85,21 @@ impl AppCapabilities {
             variables::AppState::configure(app, &runtime_config.variables_providers, settings)?;
         // Rendered once for every capability that connects somewhere.
         let allowed_hosts = allowed_hosts::render_all(app, &variables)?;
+        // The stores and databases open concurrently: start-up waits for
+        // the slowest, not for all of them in turn.
+        let (key_value, sqlite, sql) = tokio::try_join!(
+            key_value::AppState::configure(app, runtime_config, settings),
+            sqlite::AppState::configure(app, runtime_config, settings),
+            sql::AppState::configure(app, runtime_config, settings, bus),
+        )?;
         Ok(Self {
-            key_value: key_value::AppState::configure(app, runtime_config, settings).await?,
-            sqlite: sqlite::AppState::configure(app, runtime_config, settings).await?,
+            key_value,
+            sqlite,
             postgres: postgres::AppState::configure(app, &allowed_hosts),
             redis: redis::AppState::configure(&allowed_hosts),
             mqtt: mqtt::AppState::configure(&allowed_hosts),
             mysql: mysql::AppState::configure(&allowed_hosts),
-            sql: sql::AppState::configure(app, runtime_config, settings, bus).await?,
+            sql,
             messaging: messaging::AppState::configure(app, bus),
             outbound_http: outbound_http::AppState::configure(app, runtime_config, &allowed_hosts),
             stdio: stdio::AppState::configure(app, settings)?,

@@ -85,7 +85,7 @@ impl AppState {
         bus: &Bus,
     ) -> anyhow::Result<Self> {
         let mut owners: HashMap<&str, &str> = HashMap::new();
-        let mut databases = HashMap::new();
+        let mut owned = Vec::new();
         for component in app.components.values() {
             let Some(label) = component.spindle.database.as_deref() else {
                 continue;
@@ -97,9 +97,21 @@ impl AppState {
                     component.id
                 );
             }
-            let (database, host) = open(app, component, label, runtime_config, settings)
-                .await
-                .with_context(|| format!("component `{}`: database `{label}`", component.id))?;
+            owned.push((component, label));
+        }
+        // Opened together: each waits mostly on its own file or server
+        // (connecting, checking migrations), so the app starts about as fast
+        // as its slowest database instead of the sum of them.
+        let opened =
+            futures::future::try_join_all(owned.into_iter().map(|(component, label)| async move {
+                open(app, component, label, runtime_config, settings)
+                    .await
+                    .with_context(|| format!("component `{}`: database `{label}`", component.id))
+                    .map(|(database, host)| (component, database, host))
+            }))
+            .await?;
+        let mut databases = HashMap::new();
+        for (component, database, host) in opened {
             let relay = outbox::start_relay(
                 component.id.clone(),
                 host,
