@@ -91,6 +91,10 @@ pub fn check_route(route: &str) -> Result<(), SyntaxError> {
     let Some(path) = route.strip_prefix('/') else {
         return invalid("it must start with '/'");
     };
+    // No request path holds one, and Spin's route headers cannot carry one.
+    if route.contains(char::is_control) {
+        return invalid("it has a control character");
+    }
     if path.is_empty() {
         return Ok(());
     }
@@ -232,6 +236,22 @@ mod tests {
             "", "hello", "//", "/a//b", "/a/.../b", "/.../", "/a/:", "/a/:b-c",
         ] {
             assert!(check_route(route).is_err(), "{route}");
+        }
+    }
+
+    #[test]
+    fn route_with_a_control_character_is_rejected() {
+        // Found by routes_proptests: "/\n" was accepted, and its route
+        // lost the spin-matched-route and spin-component-route headers.
+        for route in ["/\n", "/a\tb", "/x/\u{7f}/..."] {
+            assert_eq!(
+                check_route(route),
+                Err(SyntaxError::Route(
+                    route.into(),
+                    "it has a control character"
+                )),
+                "{route:?}"
+            );
         }
     }
 
