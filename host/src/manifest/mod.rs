@@ -344,6 +344,18 @@ fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// `message` with control characters escaped (`\n`): keys and values
+/// quoted in an error may hold them, and an error stays one line.
+fn escape_controls(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

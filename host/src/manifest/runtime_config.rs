@@ -110,8 +110,10 @@ pub fn load_runtime_config(path: &Path) -> anyhow::Result<RuntimeConfig> {
 pub fn parse_runtime_config(text: &str, path: &Path) -> anyhow::Result<RuntimeConfig> {
     check_variables_provider_types(text, path)?;
     let mut config: RuntimeConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
-    let at =
-        |location: String, problem: String| anyhow!("{}: {location}: {problem}", path.display());
+    let at = |location: String, problem: String| {
+        let message = format!("{}: {location}: {problem}", path.display());
+        anyhow!("{}", super::escape_controls(&message))
+    };
     // URLs are not echoed: they may carry passwords.
     let check_scheme = |location: String, url: &str, schemes: &[&str]| {
         if schemes
@@ -337,6 +339,16 @@ dotenv_path = "app.env"
     fn redis_store_without_url_is_rejected() {
         let message = parse_err("[key_value_store.x]\ntype = \"redis\"\n");
         assert_contains(&message, "missing field `url`");
+    }
+
+    #[test]
+    fn a_newline_in_a_label_is_escaped_so_the_error_stays_one_line() {
+        // Found by manifest::proptests: this error ran over two lines.
+        let message = parse_err("[key_value_store.\"a\\nb\"]\ntype = \"redis\"\nurl = \"x\"\n");
+        assert_contains(
+            &message,
+            r"[key_value_store.a\nb]: url must start with redis://",
+        );
     }
 
     #[test]

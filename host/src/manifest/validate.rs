@@ -14,7 +14,8 @@ use super::syntax::{
 };
 use super::{
     App, BuildConfig, Component, DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, FileMount, HttpRoute,
-    HttpTrigger, NatsTrigger, RedisTrigger, SpindleSettings, Variable, raw, toml_error,
+    HttpTrigger, NatsTrigger, RedisTrigger, SpindleSettings, Variable, escape_controls, raw,
+    toml_error,
 };
 use crate::bus::{is_literal_subject, is_subject_pattern};
 
@@ -27,7 +28,15 @@ struct Errors<'a> {
 
 impl Errors<'_> {
     fn at(&self, location: impl Display, problem: impl Display) -> anyhow::Error {
-        anyhow!("{}: {location}: {problem}", self.path.display())
+        self.line(format!("{location}: {problem}"))
+    }
+
+    /// `path: message`, on one line whatever the file's keys and values hold.
+    fn line(&self, message: impl Display) -> anyhow::Error {
+        anyhow!(
+            "{}",
+            escape_controls(&format!("{}: {message}", self.path.display()))
+        )
     }
 }
 
@@ -387,20 +396,18 @@ fn http_triggers(
                 ));
             }
             Some(raw::ComponentRef::Id(id)) if !components.contains_key(id) => {
-                return Err(anyhow!(
-                    "{}: {named} names component `{id}`, which is not defined",
-                    errors.path.display()
-                ));
+                return Err(errors.line(format!(
+                    "{named} names component `{id}`, which is not defined"
+                )));
             }
             Some(raw::ComponentRef::Id(id)) => id.clone(),
         };
         if let HttpRoute::Route(route) = &route
             && let Some(first) = seen.insert(route.clone(), component.clone())
         {
-            return Err(anyhow!(
-                "{}: {named} is given twice, for components `{first}` and `{component}`",
-                errors.path.display()
-            ));
+            return Err(errors.line(format!(
+                "{named} is given twice, for components `{first}` and `{component}`"
+            )));
         }
         triggers.push(HttpTrigger {
             route,
@@ -819,6 +826,24 @@ command = ["make one", "make two"]
     fn toml_syntax_error_has_line_and_column() {
         let message = parse_err("spin_manifest_version = 2\n[application\n");
         assert_contains(&message, &format!("{PATH}:2:"));
+    }
+
+    #[test]
+    fn newlines_in_keys_and_values_are_escaped_so_errors_stay_one_line() {
+        // Found by manifest::proptests: these errors ran over two lines.
+        let message = parse_err(&with(
+            "[[trigger.nats]]\nsubject = \"a\\n\"\ncomponent = \"hello\"\n",
+        ));
+        assert_contains(&message, r#"subject: "a\n" is not a NATS subject"#);
+        let message = parse_err(&with("[component.\"a\\nb\"]\nsource = \"a.wasm\"\n"));
+        assert_contains(
+            &message,
+            r"[component.a\nb]: `a\nb` is not a valid component id",
+        );
+        let message = parse_err(&with(
+            "[[trigger.http]]\nroute = \"/\"\ncomponent = \"a\\nb\"\n",
+        ));
+        assert_contains(&message, r"names component `a\nb`, which is not defined");
     }
 
     #[test]
