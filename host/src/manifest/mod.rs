@@ -221,7 +221,8 @@ impl OutboundPolicy {
         let valid = self.host == "*"
             || (!self.host.is_empty()
                 && !self.host.contains(['/', ':', ' '])
-                && !self.host.trim_start_matches("*.").contains('*'));
+                // One `*.` at most: `*.*.x` is no host name and would never match.
+                && !self.host.strip_prefix("*.").unwrap_or(&self.host).contains('*'));
         if !valid {
             return Err(format!(
                 "host \"{}\" must be a host name, `*.domain` or `*` (no scheme, port or path)",
@@ -387,6 +388,24 @@ source = "b.wasm"
         assert_eq!(app.clone().select(&[]).expect("all"), app);
         let error = app.select(&["c".into()]).expect_err("no c");
         assert!(error.to_string().contains("no component `c`"), "{error}");
+    }
+
+    fn policy(host: &str) -> OutboundPolicy {
+        OutboundPolicy {
+            host: host.into(),
+            timeout: None,
+            retries: None,
+            breaker_failures: None,
+            breaker_cooldown: None,
+        }
+    }
+
+    #[test]
+    fn outbound_policy_hosts_have_one_wildcard_label_at_most() {
+        // Found by manifest::proptests: `*.*.x` was accepted, and matched nothing.
+        assert!(policy("*.*.x").check().is_err());
+        assert!(policy("*.x").check().is_ok());
+        assert!(policy("*").check().is_ok());
     }
 
     #[test]
