@@ -199,9 +199,14 @@ impl OutboundPolicy {
     pub fn matches(&self, host: &str) -> bool {
         match self.host.strip_prefix("*.") {
             _ if self.host == "*" => true,
+            // Without case, as an exact host compares.
             Some(suffix) => host
-                .strip_suffix(suffix)
-                .is_some_and(|label| label.len() > 1 && label.ends_with('.')),
+                .len()
+                .checked_sub(suffix.len())
+                .and_then(|at| Some((host.get(..at)?, host.get(at..)?)))
+                .is_some_and(|(label, tail)| {
+                    tail.eq_ignore_ascii_case(suffix) && label.len() > 1 && label.ends_with('.')
+                }),
             None => self.host.eq_ignore_ascii_case(host),
         }
     }
@@ -406,6 +411,17 @@ source = "b.wasm"
         assert!(policy("*.*.x").check().is_err());
         assert!(policy("*.x").check().is_ok());
         assert!(policy("*").check().is_ok());
+    }
+
+    #[test]
+    fn outbound_policy_hosts_match_without_case() {
+        // Found by manifest::proptests: `*.Example` did not match `api.example`,
+        // though `Example` matches `example`.
+        assert!(policy("*.Example").matches("api.example"));
+        assert!(policy("Example").matches("example"));
+        assert!(!policy("*.Example").matches("example"));
+        assert!(!policy("*.example").matches(".example"));
+        assert!(!policy("*.é").matches("é"));
     }
 
     #[test]
