@@ -8,6 +8,9 @@ mod runtime_config;
 mod syntax;
 mod validate;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
