@@ -254,7 +254,7 @@ fn build(base: &[String], routes: &[Declared]) -> Router {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
     fn router_picks_the_route_the_model_picks((base, routes, path, trailing_slash) in case()) {

@@ -439,7 +439,7 @@ fn near_entry() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
     fn any_entry_parses_or_fails_without_panicking(entry in prop_oneof![near_entry(), any::<String>()]) {
