@@ -132,21 +132,7 @@ async fn put_profile(request: Request, id: &str) -> Result<Reply, ApiError> {
     if claims.sub != id {
         return Err(ApiError::forbidden("you may change only your own profile"));
     }
-    let change: ProfileChange = api::read_json(request).await?;
-    let name = change.name.map(|name| name.trim().to_string());
-    if name
-        .as_ref()
-        .is_some_and(|name| name.is_empty() || name.chars().count() > 100)
-    {
-        return Err(ApiError::invalid("name must be 1 to 100 characters"));
-    }
-    if change
-        .bio
-        .as_ref()
-        .is_some_and(|bio| bio.chars().count() > 500)
-    {
-        return Err(ApiError::invalid("bio must be at most 500 characters"));
-    }
+    let ProfileChange { name, bio } = checked(api::read_json(request).await?)?;
     let updated = sql::execute(
         "UPDATE profiles SET name = COALESCE($2, name), bio = COALESCE($3, bio), updated_at = $4 \
          WHERE user_id = $1"
@@ -154,7 +140,7 @@ async fn put_profile(request: Request, id: &str) -> Result<Reply, ApiError> {
         vec![
             db::text(id),
             name.map_or(Value::Null, Value::Text),
-            change.bio.map_or(Value::Null, Value::Text),
+            bio.map_or(Value::Null, Value::Text),
             Value::Integer(now_ms()),
         ],
     )
@@ -171,6 +157,29 @@ async fn put_profile(request: Request, id: &str) -> Result<Reply, ApiError> {
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     Ok(api::json(StatusCode::OK, &profile))
+}
+
+/// The change with its name trimmed, or why it is refused: a name of 1 to
+/// 100 characters, a bio of at most 500.
+fn checked(change: ProfileChange) -> Result<ProfileChange, ApiError> {
+    let name = change.name.map(|name| name.trim().to_string());
+    if name
+        .as_ref()
+        .is_some_and(|name| name.is_empty() || name.chars().count() > 100)
+    {
+        return Err(ApiError::invalid("name must be 1 to 100 characters"));
+    }
+    if change
+        .bio
+        .as_ref()
+        .is_some_and(|bio| bio.chars().count() > 500)
+    {
+        return Err(ApiError::invalid("bio must be at most 500 characters"));
+    }
+    Ok(ProfileChange {
+        name,
+        bio: change.bio,
+    })
 }
 
 async fn load(id: &str) -> Result<Option<Profile>, ApiError> {
@@ -214,3 +223,6 @@ fn with_cache_header(mut reply: Reply, outcome: &'static str) -> Reply {
         .insert("x-cache", HeaderValue::from_static(outcome));
     reply
 }
+
+#[cfg(test)]
+mod proptests;
