@@ -32,6 +32,7 @@ async fn serve(request: Request) -> Reply {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Signup {
     email: String,
     password: String,
@@ -49,10 +50,7 @@ async fn signup(request: Request) -> Result<Reply, ApiError> {
     let form: Signup = api::read_json(request).await?;
     let email = normalize_email(&form.email)?;
     check_password(&form.password)?;
-    let name = form.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid("name must be 1 to 100 characters"));
-    }
+    let name = checked_name(&form.name)?;
     let hash = Argon2::default()
         .hash_password(form.password.as_bytes())
         .map_err(|error| ApiError::unavailable(format!("could not hash: {error}")))?
@@ -101,6 +99,7 @@ async fn signup(request: Request) -> Result<Reply, ApiError> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Login {
     email: String,
     password: String,
@@ -273,9 +272,21 @@ fn normalize_email(email: &str) -> Result<String, ApiError> {
     }
 }
 
+/// The name trimmed, if it is 1 to 100 characters.
+fn checked_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid("name must be 1 to 100 characters"));
+    }
+    Ok(name.to_string())
+}
+
 fn check_password(password: &str) -> Result<(), ApiError> {
     match password.chars().count() {
         8..=128 => Ok(()),
         _ => Err(ApiError::invalid("password must be 8 to 128 characters")),
     }
 }
+
+#[cfg(test)]
+mod proptests;
