@@ -114,7 +114,25 @@ async fn serve(request: Request) -> Reply {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewOrder {
+    #[serde(deserialize_with = "new_items")]
     items: Vec<Item>,
+}
+
+/// A line of a new order as documented: `sku` and `quantity`, nothing else
+/// (the events' `Item` lets fields it does not know pass).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewItem {
+    sku: String,
+    quantity: i64,
+}
+
+fn new_items<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Item>, D::Error> {
+    let items: Vec<NewItem> = Deserialize::deserialize(deserializer)?;
+    Ok(items
+        .into_iter()
+        .map(|NewItem { sku, quantity }| Item { sku, quantity })
+        .collect())
 }
 
 #[derive(Serialize)]
@@ -321,3 +339,6 @@ fn check_items(items: &[Item]) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod proptests;
