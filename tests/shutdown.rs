@@ -7,11 +7,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures::future::join_all;
-use support::{App, guest_wasm};
+use support::{App, Spindle, guest_wasm};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
-    let app = App::new(&format!(
+/// An app of the `limits` guest (spin-sdk 7, WASI 0.3) on `/...`.
+fn limits_app() -> App {
+    App::new(&format!(
         r#"spin_manifest_version = 2
 [application]
 name = "shutdown"
@@ -24,7 +24,20 @@ component = "limits"
 source = "{}"
 "#,
         guest_wasm("limits").display()
-    ));
+    ))
+}
+
+fn sigterm(spindle: &Spindle) {
+    let status = Command::new("kill")
+        .args(["-TERM", &spindle.pid().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
+    let app = limits_app();
     let mut spindle = app.start();
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -38,11 +51,7 @@ source = "{}"
     // In flight means the guest has started them: it prints a line for each.
     spindle.wait_for_log_count("slow request started", 20, Duration::from_secs(30));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &spindle.pid().to_string()])
-        .status()
-        .expect("running kill");
-    assert!(status.success());
+    sigterm(&spindle);
 
     let answers = in_flight.await.expect("the request task");
     assert!(
@@ -59,5 +68,31 @@ source = "{}"
     assert!(
         after.is_err(),
         "no new requests are accepted after shutdown"
+    );
+    assert!(
+        !spindle.stderr().contains("panicked"),
+        "the instances are let go, not dropped mid-flight"
+    );
+}
+
+/// A WASI 0.3 instance outlives its request, waiting for the next one; a
+/// SIGTERM then lets it go like any idle instance, instead of dropping it
+/// with the runtime (which wasmtime-wasi-http logs as a panicked worker).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_right_after_a_request_lets_its_instance_go_cleanly() {
+    let app = limits_app();
+    let mut spindle = app.start();
+    let reply = spindle.get("/").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+
+    // Well within the second an idle instance waits for another request.
+    sigterm(&spindle);
+
+    let exit = spindle.wait_for_exit(Duration::from_secs(30));
+    assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
+    let log = spindle.stderr();
+    assert!(
+        !log.contains("panicked") && !log.contains("ERROR"),
+        "shutdown logs no failure: {log}"
     );
 }
