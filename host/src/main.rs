@@ -3,13 +3,6 @@
 use clap::Parser;
 use spindle::cli::Cli;
 
-/// A request through a component allocates and frees hundreds of small
-/// host objects (futures, resource-table entries, header maps); glibc's
-/// malloc spent about 8% of a loaded host's CPU on them, mimalloc's
-/// thread-local free lists far less (benches/analysis.md has the figures).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     keep_backtraces_for_panics_only();
     let cli = Cli::parse();
