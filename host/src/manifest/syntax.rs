@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn route_with_a_control_character_is_rejected() {
-        // Found by routes_proptests: "/\n" was accepted, and its route
+        // Found by the router's property tests: "/\n" was accepted, and its route
         // lost the spin-matched-route and spin-component-route headers.
         for route in ["/\n", "/a\tb", "/x/\u{7f}/..."] {
             assert_eq!(

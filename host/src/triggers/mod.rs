@@ -9,9 +9,6 @@ pub mod http;
 pub mod nats;
 pub mod redis;
 
-#[cfg(test)]
-mod routes_proptests;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -259,3 +259,6 @@ mod tests {
         assert!(router.route("/items/3").is_none());
     }
 }
+
+#[cfg(test)]
+mod proptests;

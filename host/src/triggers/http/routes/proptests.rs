@@ -1,16 +1,15 @@
-//! Property tests of the HTTP router (`http::routes`, which the HTTP trigger
-//! owns): on any path it picks the route a reference model picks. The model
-//! is written here from the rules Spin documents, as a slow pairwise
-//! comparison of every route that matches: an exact route beats any
-//! wildcard, the longest wildcard prefix wins, then a literal segment beats
-//! a `:name` from the left, and between routes equal on all of that the one
-//! declared first wins.
+//! Property tests of the HTTP router: on any path it picks the route a
+//! reference model picks. The model is written here from the rules Spin
+//! documents, as a slow pairwise comparison of every route that matches: an
+//! exact route beats any wildcard, the longest wildcard prefix wins, then a
+//! literal segment beats a `:name` from the left, and between routes equal
+//! on all of that the one declared first wins.
 
 use std::cmp::Ordering;
 
 use proptest::prelude::*;
 
-use super::http::routes::{Route, Router};
+use super::{Route, Router};
 use crate::manifest::check_route;
 
 #[derive(Debug, Clone, PartialEq)]
