@@ -1,0 +1,151 @@
+//! The scenarios, one module each, and what they share: where the binary,
+//! the demo and the work directory are, and how much load to apply.
+
+mod crash;
+mod hostile;
+mod hot_deploy;
+mod nats_restart;
+mod overload;
+mod postgres_cut;
+mod replicas;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use crate::demo::SECRET;
+use crate::report::Outcome;
+
+/// Every scenario, in the order a full run takes them.
+pub const ALL: [&str; 7] = [
+    "crash-during-sagas",
+    "two-replicas",
+    "nats-restarts",
+    "postgres-cut",
+    "hostile-guests",
+    "overload",
+    "hot-deploy",
+];
+
+/// Runs the scenario `name`.
+pub async fn run(name: &str, context: &Context) -> anyhow::Result<Outcome> {
+    match name {
+        "crash-during-sagas" => crash::run(context).await,
+        "two-replicas" => replicas::run(context).await,
+        "nats-restarts" => nats_restart::run(context).await,
+        "postgres-cut" => postgres_cut::run(context).await,
+        "hostile-guests" => hostile::run(context).await,
+        "overload" => overload::run(context).await,
+        "hot-deploy" => hot_deploy::run(context).await,
+        other => bail!("no scenario {other}"),
+    }
+}
+
+/// The scenarios `only` names (all when empty), in run order.
+pub fn chosen(only: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    if let Some(unknown) = only.iter().find(|name| !ALL.contains(&name.as_str())) {
+        bail!(
+            "no scenario {unknown}; the scenarios are {}",
+            ALL.join(", ")
+        );
+    }
+    Ok(ALL
+        .into_iter()
+        .filter(|name| only.is_empty() || only.iter().any(|o| o == name))
+        .collect())
+}
+
+/// What every scenario starts from.
+pub struct Context {
+    spindle: PathBuf,
+    root: PathBuf,
+    work: PathBuf,
+    quick: bool,
+}
+
+impl Context {
+    /// Checks that the binary and the demo's guests are built, makes a fresh
+    /// work directory (`target/faults/`: logs stay there after the run) and
+    /// starts the local services that are down.
+    pub fn prepare(spindle: &Path, root: &Path, quick: bool) -> anyhow::Result<Self> {
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("the repository root {}", root.display()))?;
+        let spindle = root.join(spindle);
+        if !spindle.is_file() {
+            bail!(
+                "{} is not built (cargo build --release -p spindle)",
+                spindle.display()
+            );
+        }
+        let context = Self {
+            spindle,
+            work: root.join("target/faults"),
+            root,
+            quick,
+        };
+        for guest in ["orders", "saga", "limits", "hello"] {
+            let wasm = context.guest_wasm(guest);
+            if !wasm.is_file() {
+                bail!(
+                    "{} is not built (cargo build --release --target wasm32-wasip2 --workspace)",
+                    wasm.display()
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&context.work);
+        std::fs::create_dir_all(&context.work)
+            .with_context(|| format!("creating {}", context.work.display()))?;
+        crate::services::ensure_running(&context.root)?;
+        Ok(context)
+    }
+
+    /// The `spindle` binary under test.
+    pub fn spindle(&self) -> &Path {
+        &self.spindle
+    }
+
+    /// Where scenarios keep their files and the hosts' logs.
+    pub fn work(&self) -> &Path {
+        &self.work
+    }
+
+    /// `full`, or a tenth of it (at least 1) with `--quick`.
+    pub fn scale(&self, full: usize) -> usize {
+        if self.quick { (full / 10).max(1) } else { full }
+    }
+
+    /// A guest crate's built component, e.g. `limits` →
+    /// `target/wasm32-wasip2/release/limits.wasm`.
+    pub fn guest_wasm(&self, name: &str) -> PathBuf {
+        self.root
+            .join("target/wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")))
+    }
+
+    /// `spindle up` arguments for the demo app (the repository's spin.toml)
+    /// with its secret, a state directory of `replica`'s own and the shared
+    /// compile cache.
+    pub fn demo_args(&self, replica: &str) -> Vec<String> {
+        let mut args = self.app_args(&self.root.join("spin.toml"), replica);
+        args.push("--variable".into());
+        args.push(format!("jwt_secret={SECRET}"));
+        args
+    }
+
+    /// `spindle up` arguments for the app of `manifest`, with a state
+    /// directory of `name`'s own and the shared compile cache.
+    pub fn app_args(&self, manifest: &Path, name: &str) -> Vec<String> {
+        vec![
+            "-f".into(),
+            manifest.display().to_string(),
+            "--state-dir".into(),
+            self.work
+                .join(format!("{name}-state"))
+                .display()
+                .to_string(),
+            "--cache-dir".into(),
+            self.work.join("cache").display().to_string(),
+        ]
+    }
+}
