@@ -24,14 +24,18 @@ use report::{Outcome, Report};
 #[derive(Parser)]
 #[command(about = "Runs Spindle's fault scenarios and writes RELIABILITY.md")]
 struct Options {
-    /// The `spindle` binary under test.
+    /// The `spindle` binary under test (relative to the root).
     #[arg(long, default_value = "target/release/spindle")]
     spindle: PathBuf,
-    /// The repository root: the demo's spin.toml and the built guests.
+    /// The repository root: the demo's spin.toml and its migrations.
     #[arg(long, default_value = ".")]
     root: PathBuf,
+    /// Cargo's target directory (relative to the root), where the guests
+    /// were built for wasm32-wasip2.
+    #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+    target_dir: PathBuf,
     /// Where the report goes.
-    #[arg(long, default_value = "RELIABILITY.md")]
+    #[arg(long, default_value = "benches/RELIABILITY.md")]
     out: PathBuf,
     /// Runs only these scenarios (by name; repeatable).
     #[arg(long = "only", value_name = "SCENARIO")]
@@ -56,7 +60,12 @@ async fn main() -> ExitCode {
 
 /// Runs the chosen scenarios and writes the report; true when all held.
 async fn run(options: Options) -> anyhow::Result<bool> {
-    let context = scenarios::Context::prepare(&options.spindle, &options.root, options.quick)?;
+    let context = scenarios::Context::prepare(
+        &options.spindle,
+        &options.root,
+        &options.target_dir,
+        options.quick,
+    )?;
     let chosen = scenarios::chosen(&options.only)?;
     let mut report = Report::new(options.quick);
     for name in chosen {

@@ -59,15 +59,23 @@ pub fn chosen(only: &[String]) -> anyhow::Result<Vec<&'static str>> {
 pub struct Context {
     spindle: PathBuf,
     root: PathBuf,
+    /// Cargo's target directory.
+    target: PathBuf,
     work: PathBuf,
     quick: bool,
 }
 
 impl Context {
     /// Checks that the binary and the demo's guests are built, makes a fresh
-    /// work directory (`target/faults/`: logs stay there after the run) and
-    /// starts the local services that are down.
-    pub fn prepare(spindle: &Path, root: &Path, quick: bool) -> anyhow::Result<Self> {
+    /// work directory (`<target>/faults/`: logs stay there after the run)
+    /// with the demo's manifest in it, and starts the local services that
+    /// are down.
+    pub fn prepare(
+        spindle: &Path,
+        root: &Path,
+        target: &Path,
+        quick: bool,
+    ) -> anyhow::Result<Self> {
         let root = root
             .canonicalize()
             .with_context(|| format!("the repository root {}", root.display()))?;
@@ -78,9 +86,11 @@ impl Context {
                 spindle.display()
             );
         }
+        let target = root.join(target);
         let context = Self {
             spindle,
-            work: root.join("target/faults"),
+            work: target.join("faults"),
+            target,
             root,
             quick,
         };
@@ -96,6 +106,7 @@ impl Context {
         let _ = std::fs::remove_dir_all(&context.work);
         std::fs::create_dir_all(&context.work)
             .with_context(|| format!("creating {}", context.work.display()))?;
+        context.write_demo_manifest()?;
         crate::services::ensure_running(&context.root)?;
         Ok(context)
     }
@@ -118,8 +129,8 @@ impl Context {
     /// A guest crate's built component, e.g. `limits` →
     /// `target/wasm32-wasip2/release/limits.wasm`.
     pub fn guest_wasm(&self, name: &str) -> PathBuf {
-        self.root
-            .join("target/wasm32-wasip2/release")
+        self.target
+            .join("wasm32-wasip2/release")
             .join(format!("{}.wasm", name.replace('-', "_")))
     }
 
@@ -127,10 +138,27 @@ impl Context {
     /// with its secret, a state directory of `replica`'s own and the shared
     /// compile cache.
     pub fn demo_args(&self, replica: &str) -> Vec<String> {
-        let mut args = self.app_args(&self.root.join("spin.toml"), replica);
+        let mut args = self.app_args(&self.work.join("demo-spin.toml"), replica);
         args.push("--variable".into());
         args.push(format!("jwt_secret={SECRET}"));
         args
+    }
+
+    /// The repository's spin.toml with the guests and migrations at their
+    /// absolute paths (the target directory may be elsewhere).
+    fn write_demo_manifest(&self) -> anyhow::Result<()> {
+        let manifest = std::fs::read_to_string(self.root.join("spin.toml"))
+            .context("reading the demo's spin.toml")?
+            .replace(
+                "source = \"target/",
+                &format!("source = \"{}/", self.target.display()),
+            )
+            .replace(
+                "migrations = \"migrations/",
+                &format!("migrations = \"{}/migrations/", self.root.display()),
+            );
+        let path = self.work.join("demo-spin.toml");
+        std::fs::write(&path, manifest).with_context(|| format!("writing {}", path.display()))
     }
 
     /// `spindle up` arguments for the app of `manifest`, with a state
