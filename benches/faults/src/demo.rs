@@ -340,7 +340,28 @@ pub async fn place_orders(
     concurrency: usize,
     tag: &str,
 ) -> anyhow::Result<Vec<Placed>> {
+    place_orders_paced(client, shoppers, count, concurrency, tag, None).await
+}
+
+/// [`place_orders`], starting at most `per_second` orders a second (when
+/// given), so that the load spans the faults a scenario injects.
+pub async fn place_orders_paced(
+    client: &Client,
+    shoppers: &[Shopper],
+    count: usize,
+    concurrency: usize,
+    tag: &str,
+    per_second: Option<f64>,
+) -> anyhow::Result<Vec<Placed>> {
+    let started = tokio::time::Instant::now();
     let placed = futures::stream::iter(0..count)
+        .then(|index| async move {
+            if let Some(rate) = per_second {
+                let due = started + Duration::from_secs_f64(index as f64 / rate);
+                tokio::time::sleep_until(due).await;
+            }
+            index
+        })
         .map(|index| {
             let shopper = index % shoppers.len();
             let key = format!("{tag}-{index}");

@@ -16,6 +16,8 @@ use crate::services::POSTGRES;
 const NAME: &str = "crash-during-sagas";
 /// Orders placed at once, as many clients would.
 const CONCURRENCY: usize = 32;
+/// Orders started per second: slow enough that the load spans every kill.
+const RATE: f64 = 50.0;
 
 pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let orders = context.scale(1000);
@@ -23,14 +25,15 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let users = 20;
     let mut outcome = Outcome::new(NAME);
     outcome.load = format!(
-        "{orders} orders from {users} users, {CONCURRENCY} at a time, each retried under its \
+        "{orders} orders from {users} users, {RATE} started a second, at most {CONCURRENCY} at \
+         a time, each retried under its \
          Idempotency-Key until a host answers; baskets that confirm, run out of credit, run out \
          of stock (the lamp: 3 in stock) and are over every credit limit (the laptop)"
     );
     outcome.faults = format!(
-        "{kills} × `kill -9` of the host at random points 0.5–3 s apart, while orders are placed \
-         and while their sagas run; restarted each time on the same PostgreSQL databases and \
-         NATS JetStream"
+        "{kills} × `kill -9` of the host at random points of the load (one in each {kills}th of \
+         it), while orders are placed and their sagas run; restarted each time on the same \
+         PostgreSQL databases and NATS JetStream"
     );
 
     let backends = DurableBackends::start(context, NAME, POSTGRES).await?;
@@ -44,22 +47,24 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let placing = {
         let (client, shoppers) = (client.clone(), shoppers.clone());
         tokio::spawn(async move {
-            demo::place_orders(&client, &shoppers, orders, CONCURRENCY, NAME).await
+            let placed =
+                demo::place_orders_paced(&client, &shoppers, orders, CONCURRENCY, NAME, Some(RATE))
+                    .await?;
+            anyhow::Ok((placed, started.elapsed()))
         })
     };
+    let load = Duration::from_secs_f64(orders as f64 / RATE);
     let mut restarts = Vec::with_capacity(kills);
-    let mut killed_while_placing = 0;
-    for _ in 0..kills {
-        let pause = rand::rng().random_range(500..3000);
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        killed_while_placing += usize::from(!placing.is_finished());
+    let mut kill_times = Vec::with_capacity(kills);
+    for at in kill_points(load, kills) {
+        tokio::time::sleep_until((started + at).into()).await;
+        kill_times.push(format!("{:.1}", started.elapsed().as_secs_f64()));
         let down = Instant::now();
         host.crash_and_restart().await?;
         restarts.push(down.elapsed());
         client.set_endpoints(vec![host.url().to_string()]);
     }
-    let placed = placing.await??;
-    let placing_took = started.elapsed();
+    let (placed, placing_took) = placing.await??;
 
     demo::check_ledger(
         &mut outcome,
@@ -70,11 +75,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         &stock_before,
     )
     .await?;
-    outcome.figure("kills", kills);
-    outcome.figure(
-        "kills while orders were still being placed",
-        killed_while_placing,
-    );
+    outcome.figure("kills, at (s after the first order)", kill_times.join(", "));
     outcome.figure(
         "restart to serving, median / max",
         format!(
@@ -102,6 +103,15 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         panics.join(" | ")
     });
     Ok(outcome)
+}
+
+/// `count` random points of `span`, one in each `count`th of it, so that the
+/// faults hit the whole load and never come all at once.
+pub fn kill_points(span: Duration, count: usize) -> Vec<Duration> {
+    let slot = span / count as u32;
+    (0..count as u32)
+        .map(|index| slot * index + slot.mul_f64(rand::rng().random_range(0.1..0.9)))
+        .collect()
 }
 
 /// The middle value (the upper one of an even count).
