@@ -549,15 +549,10 @@ async fn drained_outboxes(databases: &Databases) -> anyhow::Result<Vec<String>> 
 
 /// The kind of a cancellation reason, without its order-specific figures.
 fn reason_kind(reason: &str) -> String {
-    let kind: String = reason
-        .split(':')
-        .next()
-        .unwrap_or(reason)
-        .trim()
-        .to_string();
+    let kind = reason.split([':', '(']).next().unwrap_or(reason).trim();
     if kind.is_empty() {
         "(none)".into()
     } else {
-        kind
+        kind.to_string()
     }
 }

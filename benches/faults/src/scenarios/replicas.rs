@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::Context;
+use super::crash::kill_points;
 use crate::demo::{self, Client, DurableBackends};
 use crate::host::Host;
 use crate::report::Outcome;
@@ -16,6 +17,8 @@ use crate::services::POSTGRES;
 
 const NAME: &str = "two-replicas";
 const CONCURRENCY: usize = 32;
+/// Orders started per second: slow enough that the load spans every kill.
+const RATE: f64 = 50.0;
 
 pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let orders = context.scale(1000);
@@ -23,12 +26,13 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let users = 20;
     let mut outcome = Outcome::new(NAME);
     outcome.load = format!(
-        "{orders} orders from {users} users, {CONCURRENCY} at a time, spread over both replicas \
-         (the order mix of crash-during-sagas)"
+        "{orders} orders from {users} users, {RATE} started a second, at most {CONCURRENCY} at \
+         a time, spread over both replicas (the order mix of crash-during-sagas)"
     );
     outcome.faults = format!(
         "two `spindle up` of the whole app on the same PostgreSQL databases and NATS JetStream; \
-         replica b `kill -9`'d {kills} times, down 0.5–2 s each time while replica a serves alone"
+         replica b `kill -9`'d {kills} times at random points of the load, down 0.3–1 s each \
+         time while replica a serves alone"
     );
 
     let backends = DurableBackends::start(context, NAME, POSTGRES).await?;
@@ -45,18 +49,19 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let placing = {
         let (client, shoppers) = (client.clone(), shoppers.clone());
         tokio::spawn(async move {
-            demo::place_orders(&client, &shoppers, orders, CONCURRENCY, NAME).await
+            demo::place_orders_paced(&client, &shoppers, orders, CONCURRENCY, NAME, Some(RATE))
+                .await
         })
     };
     // What b did before each kill: its counters restart from zero.
     let mut b_work = Work::default();
-    for _ in 0..kills {
-        let pause = rand::rng().random_range(500..3000);
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+    let load = Duration::from_secs_f64(orders as f64 / RATE);
+    for at in kill_points(load, kills) {
+        tokio::time::sleep_until((started + at).into()).await;
         b_work.add(&Work::of(&b).await);
         client.set_endpoints(vec![a.url().to_string()]);
         b.kill();
-        let down = rand::rng().random_range(500..2000);
+        let down = rand::rng().random_range(300..1000);
         tokio::time::sleep(Duration::from_millis(down)).await;
         b.restart().await?;
         client.set_endpoints(both(&a, &b));
