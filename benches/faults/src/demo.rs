@@ -146,9 +146,14 @@ impl Client {
             let last = match request.send().await {
                 Ok(response) if ![502, 503].contains(&response.status().as_u16()) => {
                     let status = response.status().as_u16();
-                    let text = response.text().await.unwrap_or_default();
-                    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-                    return Ok(Reply { status, body });
+                    // A host killed while sending the body: ask again.
+                    match response.text().await {
+                        Ok(text) => {
+                            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                            return Ok(Reply { status, body });
+                        }
+                        Err(error) => format!("{status}, then the body broke off: {error}"),
+                    }
                 }
                 Ok(response) => format!("{}", response.status()),
                 Err(error) => format!("{error}"),
