@@ -99,6 +99,46 @@ impl Host {
         self.launch().await
     }
 
+    /// `GET /ready` on the ops listener: its status and the names of the
+    /// dependencies it reports down. A host that does not answer is `None`.
+    pub async fn readiness(&self) -> Option<(u16, Vec<String>)> {
+        let response = reqwest::Client::new()
+            .get(format!("{}/ready", self.ops_url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        let report: serde_json::Value = response.json().await.ok()?;
+        let down = report["dependencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|dependency| dependency["status"] == "down")
+            .filter_map(|dependency| dependency["name"].as_str().map(str::to_string))
+            .collect();
+        Some((status, down))
+    }
+
+    /// Polls `/ready` until `wanted` holds of (status, dependencies down);
+    /// how long that took, or `None` if it did not within `deadline`.
+    pub async fn await_readiness(
+        &self,
+        wanted: impl Fn(u16, &[String]) -> bool,
+        deadline: Duration,
+    ) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < deadline {
+            if let Some((status, down)) = self.readiness().await
+                && wanted(status, &down)
+            {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     /// The last `lines` lines of every start's stderr, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let log = std::fs::read_to_string(self.stderr_path()).unwrap_or_default();
