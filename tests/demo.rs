@@ -12,7 +12,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use support::openapi::OpenApi;
-use support::services::{PrivateNats, postgres_url, redis_url};
+use support::proxy::TcpProxy;
+use support::services::{self, PrivateNats, postgres_url, redis_url};
 use support::{App, Reply, Spindle, workspace_root};
 
 /// The signing key the tests give the app (and forge tokens with).
@@ -63,6 +64,30 @@ impl Demo {
 
     /// The app of `manifest` with `jwt_secret` set to `key`.
     fn launch(backend: Backend, key: &str, manifest: &str) -> Demo {
+        Demo::launch_with_servers(backend, key, manifest, &|_| postgres_url())
+    }
+
+    /// The demo on PostgreSQL + NATS with `service`'s database reached at
+    /// `server` (`postgres://user@host:port/…`), the others directly.
+    fn start_with_database_server(service: &str, server: &str) -> Demo {
+        let server_of = |name: &str| {
+            if name == service {
+                server.to_string()
+            } else {
+                postgres_url()
+            }
+        };
+        Demo::launch_with_servers(Backend::Durable, SECRET, &demo_manifest(), &server_of)
+    }
+
+    /// [`Demo::launch`], with each service's database on the PostgreSQL
+    /// server `server_of(service)` names.
+    fn launch_with_servers(
+        backend: Backend,
+        key: &str,
+        manifest: &str,
+        server_of: &dyn Fn(&str) -> String,
+    ) -> Demo {
         let app = App::new(manifest).with_shared_compile_cache();
         let mut args = vec!["--variable".to_string(), format!("jwt_secret={key}")];
         let nats = match backend {
@@ -70,7 +95,7 @@ impl Demo {
             Backend::Durable => {
                 let nats = PrivateNats::start();
                 let config = app.dir().join("runtime-config.toml");
-                std::fs::write(&config, durable_runtime_config(&nats.url()))
+                std::fs::write(&config, durable_runtime_config(&nats.url(), server_of))
                     .expect("writing the runtime config");
                 args.push("--runtime-config-file".into());
                 args.push(config.display().to_string());
@@ -353,19 +378,20 @@ fn demo_manifest() -> String {
         )
 }
 
-/// A database per service on the local PostgreSQL (fresh names; `spindle
-/// up` creates them), the private NATS server and the local Redis.
-fn durable_runtime_config(nats_url: &str) -> String {
-    let server = postgres_url();
-    let base = server
-        .rsplit_once('/')
-        .map_or(server.as_str(), |(base, _)| base);
+/// A database per service (fresh names; `spindle up` creates them) on the
+/// PostgreSQL server `server_of(service)` names, the private NATS server
+/// and the local Redis.
+fn durable_runtime_config(nats_url: &str, server_of: &dyn Fn(&str) -> String) -> String {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut config = format!(
         "[messaging]\nurl = \"{nats_url}\"\n\n[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
         redis_url()
     );
     for service in SERVICES {
+        let server = server_of(service);
+        let base = server
+            .rsplit_once('/')
+            .map_or(server.as_str(), |(base, _)| base);
         config.push_str(&format!(
             "\n[database.{service}]\nurl = \"{base}/spindle_demo_{}_{service}\"\n",
             &run[..12]
@@ -1030,6 +1056,41 @@ async fn orders_survive_the_host_being_killed_mid_saga() {
             user.email
         );
     }
+}
+
+/// The `order.confirmed` event reaches `orders` while its database is cut
+/// off, for longer than five half-second retries: the default `max_deliver`
+/// dead-lettered the event then and the order stayed pending for good (the
+/// fault suite's postgres-cut scenario found it). Once the database is
+/// back, the order is confirmed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_is_settled_after_its_database_was_cut_off_for_seconds() {
+    let direct = postgres_url();
+    let upstream = services::host_port(&direct, 5432);
+    let proxy = TcpProxy::start(&upstream).await;
+    let through_proxy = direct.replacen(&upstream, &proxy.address().to_string(), 1);
+    let demo = Demo::start_with_database_server("orders", &through_proxy);
+    let ida = demo.sign_up("ida").await;
+    demo.account(&ida).await;
+
+    let basket = json!([{ "sku": "CABL-003", "quantity": 1 }]);
+    let reply = demo.place_order(&ida, basket, None).await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let order_id = body(&reply)["order_id"].as_str().expect("id").to_string();
+    proxy.cut();
+    // The saga confirms the order; `orders` cannot record it and asks for
+    // the event again, well past the five deliveries it used to get.
+    demo.spindle()
+        .wait_for_log_count("orders: settling", 8, SETTLE_DEADLINE);
+    proxy.restore();
+
+    let order = demo.settled(&ida, &order_id).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert!(
+        !demo.spindle().stderr().contains("dead-lettered"),
+        "an event was dead-lettered:\n{}",
+        demo.spindle().stderr()
+    );
 }
 
 fn stock_levels(catalogue: &Value) -> BTreeMap<String, i64> {

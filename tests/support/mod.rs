@@ -19,6 +19,7 @@ use tempfile::TempDir;
 pub mod connections;
 pub mod js;
 pub mod openapi;
+pub mod proxy;
 pub mod python;
 pub mod services;
 pub mod upstream;

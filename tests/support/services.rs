@@ -85,7 +85,7 @@ fn answers(address: &str) -> bool {
 }
 
 /// `scheme://[user@]host[:port][/...]` → `host:port`.
-fn host_port(url: &str, default_port: u16) -> String {
+pub fn host_port(url: &str, default_port: u16) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
     let host = authority
