@@ -187,7 +187,13 @@ impl Databases {
 }
 
 impl Drop for Databases {
+    /// Drops the databases, unless `FAULTS_KEEP_DATABASES` is set (to look
+    /// into a violation).
     fn drop(&mut self) {
+        if std::env::var_os("FAULTS_KEEP_DATABASES").is_some() {
+            eprintln!("   kept the databases {}_*", self.prefix);
+            return;
+        }
         for service in &self.services {
             let _ = Command::new("psql")
                 .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-c"])
