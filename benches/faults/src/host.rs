@@ -62,9 +62,7 @@ impl Host {
 
     /// The resident set of the process, in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        rss_kib_of(self.pid()?)
     }
 
     /// Whether the process is still running (not exited, not killed).
@@ -211,6 +209,28 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The resident set of process `pid`, in KiB.
+fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Keeps the highest RSS of process `pid` seen in `peak_kib`, sampling every
+/// 50 ms until the task is aborted.
+pub async fn sample_peak_rss(
+    pid: Option<u32>,
+    peak_kib: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let Some(pid) = pid else { return };
+    loop {
+        if let Some(kib) = rss_kib_of(pid) {
+            peak_kib.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -161,6 +161,13 @@ impl Context {
         std::fs::write(&path, manifest).with_context(|| format!("writing {}", path.display()))
     }
 
+    /// Writes a scenario's own app manifest into the work directory.
+    pub fn write_manifest(&self, name: &str, manifest: &str) -> anyhow::Result<PathBuf> {
+        let path = self.work.join(format!("{name}-spin.toml"));
+        std::fs::write(&path, manifest).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
     /// `spindle up` arguments for the app of `manifest`, with a state
     /// directory of `name`'s own and the shared compile cache.
     pub fn app_args(&self, manifest: &Path, name: &str) -> Vec<String> {
