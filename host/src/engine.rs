@@ -30,8 +30,10 @@ use crate::capabilities::{
 };
 use crate::manifest;
 
-/// How often the engine's epoch advances; the granularity of guest deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the engine's epoch advances: the granularity of guest deadlines,
+/// and how long a guest that never yields holds a worker thread before it
+/// lets the other requests on that thread run.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Linear memory one instance may grow to unless its component says otherwise.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
@@ -279,8 +281,17 @@ pub fn new_store(
     let mut store = Store::new(engine, InstanceState::new(component, capabilities));
     store.limiter(|state| &mut state.limits);
     // Yield to the executor at every tick: a busy guest shares its thread, and
-    // its caller's deadline gets a chance to fire.
-    store.epoch_deadline_async_yield_and_update(1);
+    // its caller's deadline gets a chance to fire. Tokio's own yield sends the
+    // task to the back of the run queue; a plain self-wake (wasmtime's default
+    // yield) lands in the worker's LIFO slot and runs the guest again before
+    // the requests queued on that thread, which then wait for the guest's
+    // whole timeout.
+    store.epoch_deadline_callback(|_| {
+        Ok(wasmtime::UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
     store
 }
 
