@@ -137,6 +137,14 @@ impl Host {
         None
     }
 
+    /// Panics of the host itself in its log, every start's; a guest's own
+    /// panic output (`guest:` lines) is not one.
+    pub fn host_panics(&self) -> Vec<String> {
+        let mut panics = self.log_lines_containing("panicked at");
+        panics.retain(|line| !line.contains(" guest: "));
+        panics
+    }
+
     /// The last `lines` lines of every start's stderr, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let log = std::fs::read_to_string(self.stderr_path()).unwrap_or_default();

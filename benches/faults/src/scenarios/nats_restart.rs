@@ -112,7 +112,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         "all settled and checked after",
         format!("{:.1} s", started.elapsed().as_secs_f64()),
     );
-    let panics = host.log_lines_containing("panicked");
+    let panics = host.host_panics();
     outcome.expect("no panic in the host's log", panics.is_empty(), || {
         panics.join(" | ")
     });

@@ -87,7 +87,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     );
     let mut alarming = host.log_lines_containing("memory allocation");
     alarming.extend(host.log_lines_containing("Too many open files"));
-    alarming.extend(host.log_lines_containing("panicked"));
+    alarming.extend(host.host_panics());
     outcome.expect(
         "no allocator error, descriptor exhaustion or panic in the host's log",
         alarming.is_empty(),

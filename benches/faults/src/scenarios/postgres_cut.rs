@@ -205,7 +205,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         &stock_before,
     )
     .await?;
-    let panics = host.log_lines_containing("panicked");
+    let panics = host.host_panics();
     outcome.expect("no panic in the host's log", panics.is_empty(), || {
         panics.join(" | ")
     });

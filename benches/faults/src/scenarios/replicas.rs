@@ -102,7 +102,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     );
     let panics: Vec<String> = [&a, &b]
         .iter()
-        .flat_map(|host| host.log_lines_containing("panicked"))
+        .flat_map(|host| host.host_panics())
         .collect();
     outcome.expect(
         "no panic in either replica's log",
