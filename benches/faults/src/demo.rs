@@ -324,47 +324,67 @@ pub fn basket(index: usize) -> Value {
     baskets[index % baskets.len()].clone()
 }
 
-/// Signs up `count` shoppers and waits for their accounts.
-pub async fn shoppers(client: &Client, count: usize) -> anyhow::Result<Vec<Shopper>> {
-    let mut shoppers = Vec::with_capacity(count);
-    for index in 0..count {
-        shoppers.push(client.sign_up(&format!("shopper{index}")).await?);
+/// A scenario's shoppers and the stock before their orders: what the
+/// ledger must add up to once every order has settled.
+pub struct Ledger {
+    pub shoppers: Arc<Vec<Shopper>>,
+    stock_before: BTreeMap<String, (i64, i64)>,
+}
+
+impl Ledger {
+    /// Signs up `users` shoppers, waits for their accounts and notes the
+    /// stock.
+    pub async fn open(client: &Client, users: usize) -> anyhow::Result<Self> {
+        let mut shoppers = Vec::with_capacity(users);
+        for index in 0..users {
+            shoppers.push(client.sign_up(&format!("shopper{index}")).await?);
+        }
+        for shopper in &shoppers {
+            client.account(shopper).await?;
+        }
+        Ok(Self {
+            shoppers: Arc::new(shoppers),
+            stock_before: client.catalogue().await?,
+        })
     }
-    for shopper in &shoppers {
-        client.account(shopper).await?;
+
+    /// Checks, into `outcome`, what the saga promises once `placed` have
+    /// settled (see [`check_ledger`]).
+    pub async fn check(
+        &self,
+        outcome: &mut Outcome,
+        client: &Client,
+        databases: &Databases,
+        placed: &[Placed],
+    ) -> anyhow::Result<()> {
+        check_ledger(
+            outcome,
+            client,
+            databases,
+            &self.shoppers,
+            placed,
+            &self.stock_before,
+        )
+        .await
     }
-    Ok(shoppers)
 }
 
 /// Places `count` orders, `concurrency` at a time, spread over `shoppers`,
-/// each under the Idempotency-Key `<tag>-<index>`.
+/// each under the Idempotency-Key `<tag>-<index>`; at most `per_second`
+/// start each second, so that the load spans the faults a scenario injects.
 pub async fn place_orders(
     client: &Client,
     shoppers: &[Shopper],
     count: usize,
     concurrency: usize,
     tag: &str,
-) -> anyhow::Result<Vec<Placed>> {
-    place_orders_paced(client, shoppers, count, concurrency, tag, None).await
-}
-
-/// [`place_orders`], starting at most `per_second` orders a second (when
-/// given), so that the load spans the faults a scenario injects.
-pub async fn place_orders_paced(
-    client: &Client,
-    shoppers: &[Shopper],
-    count: usize,
-    concurrency: usize,
-    tag: &str,
-    per_second: Option<f64>,
+    per_second: f64,
 ) -> anyhow::Result<Vec<Placed>> {
     let started = tokio::time::Instant::now();
     let placed = futures::stream::iter(0..count)
         .then(|index| async move {
-            if let Some(rate) = per_second {
-                let due = started + Duration::from_secs_f64(index as f64 / rate);
-                tokio::time::sleep_until(due).await;
-            }
+            let due = started + Duration::from_secs_f64(index as f64 / per_second);
+            tokio::time::sleep_until(due).await;
             index
         })
         .map(|index| {
@@ -387,7 +407,7 @@ pub async fn place_orders_paced(
 /// confirmed or cancelled, stock and charges add up to exactly the confirmed
 /// orders (no effect lost or applied twice), every saga finished and every
 /// outbox drained.
-pub async fn check_ledger(
+async fn check_ledger(
     outcome: &mut Outcome,
     client: &Client,
     databases: &Databases,

@@ -2,13 +2,12 @@
 //! (SIGKILL) at random points and restarted; afterwards the ledger must add
 //! up exactly.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 use super::Context;
-use crate::demo::{self, Client, DurableBackends};
+use crate::demo::{self, Client, DurableBackends, Ledger};
 use crate::host::Host;
 use crate::report::Outcome;
 use crate::services::POSTGRES;
@@ -40,16 +39,15 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let args = backends.host_args(context, NAME);
     let mut host = Host::start(NAME, context.spindle(), &args, context.work()).await?;
     let client = Client::new(vec![host.url().to_string()])?;
-    let shoppers = Arc::new(demo::shoppers(&client, users).await?);
-    let stock_before = client.catalogue().await?;
+    let ledger = Ledger::open(&client, users).await?;
+    let shoppers = ledger.shoppers.clone();
 
     let started = Instant::now();
     let placing = {
         let (client, shoppers) = (client.clone(), shoppers.clone());
         tokio::spawn(async move {
             let placed =
-                demo::place_orders_paced(&client, &shoppers, orders, CONCURRENCY, NAME, Some(RATE))
-                    .await?;
+                demo::place_orders(&client, &shoppers, orders, CONCURRENCY, NAME, RATE).await?;
             anyhow::Ok((placed, started.elapsed()))
         })
     };
@@ -66,15 +64,9 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     }
     let (placed, placing_took) = placing.await??;
 
-    demo::check_ledger(
-        &mut outcome,
-        &client,
-        &backends.databases,
-        &shoppers,
-        &placed,
-        &stock_before,
-    )
-    .await?;
+    ledger
+        .check(&mut outcome, &client, &backends.databases, &placed)
+        .await?;
     outcome.figure("kills, at (s after the first order)", kill_times.join(", "));
     outcome.figure(
         "restart to serving, median / max",

@@ -55,6 +55,14 @@ pub fn chosen(only: &[String]) -> anyhow::Result<Vec<&'static str>> {
         .collect())
 }
 
+/// `<unix seconds>-<pid>`: a name no other run has.
+fn run_name() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    format!("{seconds}-{}", std::process::id())
+}
+
 /// What every scenario starts from.
 pub struct Context {
     spindle: PathBuf,
@@ -62,14 +70,17 @@ pub struct Context {
     /// Cargo's target directory.
     target: PathBuf,
     work: PathBuf,
+    /// The compile cache, shared by every run.
+    cache: PathBuf,
     quick: bool,
 }
 
 impl Context {
-    /// Checks that the binary and the demo's guests are built, makes a fresh
-    /// work directory (`<target>/faults/`: logs stay there after the run)
-    /// with the demo's manifest in it, and starts the local services that
-    /// are down.
+    /// Checks that the binary and the demo's guests are built, makes a work
+    /// directory of this run's own (`<target>/faults/<time>-<pid>/`: logs
+    /// stay there after the run, and runs at the same time keep apart) with
+    /// the demo's manifest in it, and starts the local services that are
+    /// down.
     pub fn prepare(
         spindle: &Path,
         root: &Path,
@@ -89,7 +100,8 @@ impl Context {
         let target = root.join(target);
         let context = Self {
             spindle,
-            work: target.join("faults"),
+            work: target.join("faults").join(run_name()),
+            cache: target.join("faults/cache"),
             target,
             root,
             quick,
@@ -103,7 +115,6 @@ impl Context {
                 );
             }
         }
-        let _ = std::fs::remove_dir_all(&context.work);
         std::fs::create_dir_all(&context.work)
             .with_context(|| format!("creating {}", context.work.display()))?;
         context.write_demo_manifest()?;
@@ -180,7 +191,7 @@ impl Context {
                 .display()
                 .to_string(),
             "--cache-dir".into(),
-            self.work.join("cache").display().to_string(),
+            self.cache.display().to_string(),
         ]
     }
 }

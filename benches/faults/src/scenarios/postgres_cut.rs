@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::Context;
 use super::crash::median;
-use crate::demo::{self, Client, DurableBackends, Placed, Shopper};
+use crate::demo::{self, Client, DurableBackends, Ledger, Placed, Shopper};
 use crate::host::Host;
 use crate::report::Outcome;
 use crate::services::TcpProxy;
@@ -55,8 +55,8 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let args = backends.host_args(context, NAME);
     let host = Host::start(NAME, context.spindle(), &args, context.work()).await?;
     let client = Client::new(vec![host.url().to_string()])?;
-    let shoppers = Arc::new(demo::shoppers(&client, users).await?);
-    let stock_before = client.catalogue().await?;
+    let ledger = Ledger::open(&client, users).await?;
+    let shoppers = ledger.shoppers.clone();
     let first = client
         .place_order(&shoppers[0], &demo::basket(0), &format!("{NAME}-first"))
         .await?;
@@ -196,15 +196,9 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         "orders placed (refused ones sent again after the cuts)",
         format!("{} ({})", placed.len(), tally.refused.len()),
     );
-    demo::check_ledger(
-        &mut outcome,
-        &client,
-        &backends.databases,
-        &shoppers,
-        &placed,
-        &stock_before,
-    )
-    .await?;
+    ledger
+        .check(&mut outcome, &client, &backends.databases, &placed)
+        .await?;
     let panics = host.host_panics();
     outcome.expect("no panic in the host's log", panics.is_empty(), || {
         panics.join(" | ")

@@ -3,14 +3,13 @@
 //! consumers; one is killed and restarted repeatedly during the load. The
 //! ledger must add up as with one host, and both replicas must have worked.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 use super::Context;
 use super::crash::kill_points;
-use crate::demo::{self, Client, DurableBackends};
+use crate::demo::{self, Client, DurableBackends, Ledger};
 use crate::host::Host;
 use crate::report::Outcome;
 use crate::services::POSTGRES;
@@ -42,15 +41,14 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let mut b = Host::start("replica-b", context.spindle(), &b_args, context.work()).await?;
     let both = |a: &Host, b: &Host| vec![a.url().to_string(), b.url().to_string()];
     let client = Client::new(both(&a, &b))?;
-    let shoppers = Arc::new(demo::shoppers(&client, users).await?);
-    let stock_before = client.catalogue().await?;
+    let ledger = Ledger::open(&client, users).await?;
+    let shoppers = ledger.shoppers.clone();
 
     let started = Instant::now();
     let placing = {
         let (client, shoppers) = (client.clone(), shoppers.clone());
         tokio::spawn(async move {
-            demo::place_orders_paced(&client, &shoppers, orders, CONCURRENCY, NAME, Some(RATE))
-                .await
+            demo::place_orders(&client, &shoppers, orders, CONCURRENCY, NAME, RATE).await
         })
     };
     // What b did before each kill: its counters restart from zero.
@@ -68,15 +66,9 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     }
     let placed = placing.await??;
 
-    demo::check_ledger(
-        &mut outcome,
-        &client,
-        &backends.databases,
-        &shoppers,
-        &placed,
-        &stock_before,
-    )
-    .await?;
+    ledger
+        .check(&mut outcome, &client, &backends.databases, &placed)
+        .await?;
     b_work.add(&Work::of(&b).await);
     let a_work = Work::of(&a).await;
     outcome.figure(
