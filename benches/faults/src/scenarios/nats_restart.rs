@@ -260,10 +260,24 @@ async fn check_answers(outcome: &mut Outcome, host: &Host) {
             }
         },
     );
-    let redelivered = by_status(&metrics, "spindle_messages_redelivered_total");
+    // Deliveries not acknowledged before a kill come again: work the
+    // handlers must absorb without applying an event twice.
+    let count = |name| by_status(&metrics, name).values().sum::<f64>() as u64;
     outcome.figure(
-        "messages sent back for redelivery (the host's `/metrics`)",
-        redelivered.values().sum::<f64>(),
+        "messages received / acknowledged / sent back / dead-lettered (the host's `/metrics`)",
+        format!(
+            "{} / {} / {} / {}",
+            count("spindle_messages_received_total"),
+            count("spindle_messages_acked_total"),
+            count("spindle_messages_redelivered_total"),
+            count("spindle_messages_dead_lettered_total")
+        ),
+    );
+    let dead = count("spindle_messages_dead_lettered_total");
+    outcome.expect(
+        "no message dead-lettered by the NATS trigger",
+        dead == 0,
+        || format!("{dead} dead-lettered; see the host's log"),
     );
 }
 
