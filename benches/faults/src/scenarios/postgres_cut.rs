@@ -1,10 +1,10 @@
 //! PostgreSQL unreachable: every database of the app goes through a TCP
 //! proxy that is cut and restored while clients use the app. While it is
-//! cut, requests must fail cleanly (503, never a 500, a hang or a dropped
-//! connection); afterwards nothing may be half-written, and `/ready` must
-//! recover without a restart.
+//! cut, requests must fail cleanly (503 with the `unavailable` error body,
+//! never a 500, a hang or a dropped connection); afterwards nothing may be
+//! half-written, and `/ready` must recover without a restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +31,8 @@ const BETWEEN: Duration = Duration::from_secs(3);
 const HANG: Duration = Duration::from_secs(15);
 /// How soon after the database is back `/ready` must say so.
 const RECOVERY: Duration = Duration::from_secs(10);
+const DURING_A_CUT: &str = "during a cut";
+const REACHABLE: &str = "database reachable";
 
 pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let cuts = context.scale(3).max(2);
@@ -38,8 +40,8 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::new(NAME);
     outcome.load = format!(
         "{CLIENTS} clients, each sending one request after another ({} ms apart) without \
-         retrying: order \
-         placements (each under its own Idempotency-Key), order reads and catalogue reads",
+         retrying: order placements (each under its own Idempotency-Key), order reads and \
+         catalogue reads",
         PAUSE.as_millis()
     );
     outcome.faults = format!(
@@ -76,7 +78,45 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|index| tokio::spawn(load.clone().run(index, stop.clone())))
         .collect();
+    let (noticed, recovered) = cut_and_restore(&proxy, &host, &tally, cuts).await;
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await?;
+    }
+    drop(load);
+    let tally = Arc::into_inner(tally)
+        .context("the load clients still hold the tally")?
+        .into_counts();
 
+    check_answers(&mut outcome, &tally);
+    check_readiness(&mut outcome, cuts, &noticed, &recovered);
+    let mut placed = vec![Placed {
+        shopper: 0,
+        order_id: first,
+    }];
+    placed.extend(tally.placed.iter().cloned());
+    placed
+        .extend(place_refused(&mut outcome, &client, &backends, &shoppers, &tally.refused).await?);
+    check_nothing_half_written(&mut outcome, &backends, &placed)?;
+    ledger
+        .check(&mut outcome, &client, &backends.databases, &placed)
+        .await?;
+    let panics = host.host_panics();
+    outcome.expect("no panic in the host's log", panics.is_empty(), || {
+        panics.join(" | ")
+    });
+    Ok(outcome)
+}
+
+/// Cuts the proxy `cuts` times, [`BETWEEN`] apart, for [`CUT`] each; how
+/// long `/ready` took to name a database after each cut, and to answer 200
+/// after each restore.
+async fn cut_and_restore(
+    proxy: &TcpProxy,
+    host: &Host,
+    tally: &Tally,
+    cuts: usize,
+) -> (Vec<Option<Duration>>, Vec<Option<Duration>>) {
     let (mut noticed, mut recovered) = (Vec::new(), Vec::new());
     for _ in 0..cuts {
         tokio::time::sleep(BETWEEN).await;
@@ -84,7 +124,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         proxy.cut();
         let cut_at = Instant::now();
         let database_down = |status: u16, down: &[String]| {
-            status == 503 && down.iter().any(|d| d.starts_with("database"))
+            status == 503 && down.iter().any(|d| d.starts_with("database:"))
         };
         noticed.push(host.await_readiness(database_down, CUT).await);
         tokio::time::sleep_until((cut_at + CUT).into()).await;
@@ -96,15 +136,11 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         );
     }
     tokio::time::sleep(BETWEEN).await;
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await?;
-    }
-    drop(load);
+    (noticed, recovered)
+}
 
-    let tally = Arc::into_inner(tally)
-        .context("the load clients still hold the tally")?
-        .into_counts();
+/// Every answer the load got, by whether the database was cut.
+fn check_answers(outcome: &mut Outcome, tally: &Counts) {
     for ((during, what), count) in &tally.statuses {
         outcome.figure(format!("{during}: {what}"), count);
     }
@@ -115,15 +151,15 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         .map(|((during, what), count)| format!("{count} × {what} ({during})"))
         .collect();
     outcome.expect(
-        "every answer, during the cuts too, is a success, a client error or a 503: no 500, \
-         no hang, no dropped connection",
+        "every answer, during the cuts too, is a success or a 503 with the `unavailable` error \
+         body: no 500, no other 4xx/5xx, no hang, no dropped connection",
         unclean.is_empty(),
         || unclean.join(", "),
     );
     let refused_during_cuts: usize = tally
         .statuses
         .iter()
-        .filter(|((during, what), _)| *during == "during a cut" && what.starts_with("503"))
+        .filter(|((during, what), _)| *during == DURING_A_CUT && what.starts_with("503"))
         .map(|(_, count)| count)
         .sum();
     outcome.expect(
@@ -131,8 +167,27 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         refused_during_cuts > 0,
         || "no 503 during any cut: the cuts did not reach the app".to_string(),
     );
+    let mut waits = tally.waits_during_cuts.clone();
+    waits.sort();
+    let at = |fraction: f64| {
+        let index = ((waits.len() as f64 * fraction) as usize).min(waits.len().saturating_sub(1));
+        waits.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    outcome.figure(
+        "time to answer during a cut, p50 / p99 / max",
+        format!("{:.0} ms / {:.0} ms / {:.0} ms", at(0.5), at(0.99), at(1.0)),
+    );
+}
+
+/// `/ready` must follow the database down and back up.
+fn check_readiness(
+    outcome: &mut Outcome,
+    cuts: usize,
+    noticed: &[Option<Duration>],
+    recovered: &[Option<Duration>],
+) {
     outcome.expect(
-        "`/ready` answered 503 naming a database during every cut",
+        "`/ready` answered 503 naming a `database:` dependency during every cut",
         noticed.iter().all(Option::is_some),
         || {
             format!(
@@ -146,34 +201,69 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         recovered
             .iter()
             .all(|r| r.is_some_and(|took| took <= RECOVERY)),
-        || format!("recovery times: {recovered:?}"),
+        || format!("recovery times: {}", times(recovered)),
     );
+    outcome.figure("cut to `/ready` 503, each cut", times(noticed));
+    outcome.figure("restore to `/ready` 200, each cut", times(recovered));
     let back: Vec<Duration> = recovered.iter().flatten().copied().collect();
     outcome.figure(
-        "database restored to `/ready` 200, median / max",
+        "restore to `/ready` 200, median / max",
         format!(
             "{:.0} ms / {:.0} ms",
             median(&back).as_secs_f64() * 1000.0,
             back.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0
         ),
     );
+}
 
-    // Placements that were refused are sent again under the same key: a
-    // refusal must have written nothing, so each now places its order once.
-    let mut placed = vec![Placed {
-        shopper: 0,
-        order_id: first,
-    }];
-    placed.extend(tally.placed);
-    for (shopper, key, index) in &tally.refused {
+/// Sends every placement that did not get a 201 again under its key, now
+/// that the database is back: each must place its order exactly once, so
+/// that every order stored is one a client was given. Notes how many had in
+/// fact been stored (the commit went through, its answer was lost).
+async fn place_refused(
+    outcome: &mut Outcome,
+    client: &Client,
+    backends: &DurableBackends,
+    shoppers: &[Shopper],
+    refused: &[Refused],
+) -> anyhow::Result<Vec<Placed>> {
+    let stored: BTreeSet<String> = backends
+        .databases
+        .query(
+            "orders",
+            "SELECT idempotency_key FROM orders WHERE idempotency_key IS NOT NULL",
+        )?
+        .into_iter()
+        .collect();
+    let mut placed = Vec::with_capacity(refused.len());
+    for order in refused {
         let order_id = client
-            .place_order(&shoppers[*shopper], &demo::basket(*index), key)
+            .place_order(
+                &shoppers[order.shopper],
+                &demo::basket(order.index),
+                &order.key,
+            )
             .await?;
         placed.push(Placed {
-            shopper: *shopper,
+            shopper: order.shopper,
             order_id,
         });
     }
+    let committed = refused.iter().filter(|r| stored.contains(&r.key)).count();
+    outcome.figure(
+        "placements not answered 201, sent again after the cuts / of them already stored",
+        format!("{} / {committed}", refused.len()),
+    );
+    Ok(placed)
+}
+
+/// The orders table must hold exactly the orders clients were given: no
+/// row a refused request left behind that no retry claimed.
+fn check_nothing_half_written(
+    outcome: &mut Outcome,
+    backends: &DurableBackends,
+    placed: &[Placed],
+) -> anyhow::Result<()> {
     let mut ids: Vec<&str> = placed.iter().map(|p| p.order_id.as_str()).collect();
     ids.sort();
     ids.dedup();
@@ -192,24 +282,18 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
             )
         },
     );
-    outcome.figure(
-        "orders placed (refused ones sent again after the cuts)",
-        format!("{} ({})", placed.len(), tally.refused.len()),
-    );
-    ledger
-        .check(&mut outcome, &client, &backends.databases, &placed)
-        .await?;
-    let panics = host.host_panics();
-    outcome.expect("no panic in the host's log", panics.is_empty(), || {
-        panics.join(" | ")
-    });
-    Ok(outcome)
+    Ok(())
 }
 
-/// A 2xx, a 4xx, or a 503: what a client can act on.
+/// A 2xx, or a 503 that says what it is: what a client can act on. Every
+/// request of the load is valid, so a 4xx is a wrong answer too (a 404 for
+/// an order that exists, say).
 fn is_clean(what: &str) -> bool {
-    what.starts_with('2') || what.starts_with('4') || what.starts_with("503")
+    what.starts_with('2') || what == UNAVAILABLE
 }
+
+/// How [`send`] names a 503 with the interface's `unavailable` error body.
+const UNAVAILABLE: &str = "503 `unavailable`";
 
 /// One load client's view of the app.
 #[derive(Clone)]
@@ -235,12 +319,12 @@ impl Load {
                 1 => {
                     let path = format!("/orders/{}", self.known_order);
                     let request = self.http.get(format!("{}{path}", self.url));
-                    self.tally
-                        .record(send(request.bearer_auth(&self.shoppers[0].token)).await);
+                    let answer = send(request.bearer_auth(&self.shoppers[0].token)).await;
+                    self.tally.record(&answer);
                 }
                 _ => {
                     let request = self.http.get(format!("{}/inventory", self.url));
-                    self.tally.record(send(request).await);
+                    self.tally.record(&send(request).await);
                 }
             }
             tokio::time::sleep(PAUSE).await;
@@ -257,32 +341,73 @@ impl Load {
             .bearer_auth(&self.shoppers[shopper].token)
             .header("idempotency-key", &key)
             .json(&json!({ "items": demo::basket(index) }));
-        let (what, body) = send(request).await;
-        if what.starts_with("201") {
-            if let Some(order_id) = body.and_then(|b| b["order_id"].as_str().map(str::to_string)) {
-                self.tally.placed(Placed { shopper, order_id });
-            }
-        } else if what.starts_with("503") {
-            self.tally.refused(shopper, key, index);
+        let answer = send(request).await;
+        let order_id = answer
+            .body
+            .as_ref()
+            .and_then(|body| body["order_id"].as_str().map(str::to_string))
+            .filter(|_| answer.what.starts_with("201"));
+        match order_id {
+            Some(order_id) => self.tally.placed(Placed { shopper, order_id }),
+            // Whatever it was (a 503, or a violation), it is sent again
+            // after the cuts, so that anything it stored is accounted for.
+            None => self.tally.refused(Refused {
+                shopper,
+                key,
+                index,
+            }),
         }
-        self.tally.record((what, None));
+        self.tally.record(&answer);
     }
 }
 
-/// Sends one request: its status line (or what went wrong) and JSON body.
-async fn send(request: reqwest::RequestBuilder) -> (String, Option<serde_json::Value>) {
-    match request.send().await {
+/// What one request got.
+struct Answer {
+    /// Its status line (a 503 named by its error code), or what went wrong.
+    what: String,
+    body: Option<serde_json::Value>,
+    took: Duration,
+}
+
+/// Sends one request, once.
+async fn send(request: reqwest::RequestBuilder) -> Answer {
+    let started = Instant::now();
+    let (what, body) = match request.send().await {
         Ok(response) => {
             let status = response.status();
             match response.json::<serde_json::Value>().await {
+                Ok(body) if status.as_u16() == 503 => {
+                    let what = match body["error"].as_str() {
+                        Some("unavailable") => UNAVAILABLE.to_string(),
+                        Some(code) => format!("503 `{code}`"),
+                        None => "503 without an error code".to_string(),
+                    };
+                    (what, Some(body))
+                }
                 Ok(body) => (status.to_string(), Some(body)),
-                Err(_) if status.is_success() => (format!("{status} with a broken body"), None),
-                Err(_) => (status.to_string(), None),
+                Err(_) => (format!("{status} without a JSON body"), None),
             }
         }
         Err(error) if error.is_timeout() => (format!("no answer within {HANG:?}"), None),
         Err(_) => ("connection dropped".to_string(), None),
+    };
+    Answer {
+        what,
+        body,
+        took: started.elapsed(),
     }
+}
+
+/// `120 ms, 340 ms, never, …`.
+fn times(durations: &[Option<Duration>]) -> String {
+    durations
+        .iter()
+        .map(|took| match took {
+            Some(took) => format!("{:.0} ms", took.as_secs_f64() * 1000.0),
+            None => "never".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What the clients saw, split by whether the database was cut.
@@ -294,11 +419,21 @@ struct Tally {
 
 #[derive(Default)]
 struct Counts {
-    /// ("during a cut" | "database reachable", status or failure) → count.
+    /// (`DURING_A_CUT` | `REACHABLE`, status or failure) → count.
     statuses: BTreeMap<(&'static str, String), usize>,
+    /// How long each answer given during a cut took.
+    waits_during_cuts: Vec<Duration>,
     placed: Vec<Placed>,
-    /// (shopper, Idempotency-Key, basket index) of each refused placement.
-    refused: Vec<(usize, String, usize)>,
+    refused: Vec<Refused>,
+}
+
+/// A placement that did not get a 201.
+struct Refused {
+    shopper: usize,
+    /// Its Idempotency-Key.
+    key: String,
+    /// Its basket's index.
+    index: usize,
 }
 
 impl Tally {
@@ -310,24 +445,44 @@ impl Tally {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, (what, _): (String, Option<serde_json::Value>)) {
-        let during = if self.cut.load(Ordering::SeqCst) {
-            "during a cut"
-        } else {
-            "database reachable"
-        };
-        *self.counts().statuses.entry((during, what)).or_default() += 1;
+    fn record(&self, answer: &Answer) {
+        let cut = self.cut.load(Ordering::SeqCst);
+        let during = if cut { DURING_A_CUT } else { REACHABLE };
+        let mut counts = self.counts();
+        *counts
+            .statuses
+            .entry((during, answer.what.clone()))
+            .or_default() += 1;
+        if cut {
+            counts.waits_during_cuts.push(answer.took);
+        }
     }
 
     fn placed(&self, placed: Placed) {
         self.counts().placed.push(placed);
     }
 
-    fn refused(&self, shopper: usize, key: String, index: usize) {
-        self.counts().refused.push((shopper, key, index));
+    fn refused(&self, refused: Refused) {
+        self.counts().refused.push(refused);
     }
 
     fn into_counts(self) -> Counts {
         self.counts.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{UNAVAILABLE, is_clean};
+
+    #[test]
+    fn only_successes_and_named_503s_are_clean() {
+        assert!(is_clean("200 OK"));
+        assert!(is_clean("201 Created"));
+        assert!(is_clean(UNAVAILABLE));
+        assert!(!is_clean("503 without an error code"));
+        assert!(!is_clean("404 Not Found"));
+        assert!(!is_clean("500 Internal Server Error without a JSON body"));
+        assert!(!is_clean("connection dropped"));
     }
 }
