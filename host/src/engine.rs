@@ -284,8 +284,7 @@ pub fn new_store(
     // its caller's deadline gets a chance to fire. Tokio's own yield sends the
     // task to the back of the run queue; a plain self-wake (wasmtime's default
     // yield) lands in the worker's LIFO slot and runs the guest again before
-    // the requests queued on that thread, which then wait for the guest's
-    // whole timeout.
+    // the requests queued on that thread, which then wait many ticks.
     store.epoch_deadline_callback(|_| {
         Ok(wasmtime::UpdateDeadline::YieldCustom(
             1,
