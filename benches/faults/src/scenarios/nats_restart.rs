@@ -237,7 +237,7 @@ async fn check_answers(outcome: &mut Outcome, host: &Host) {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    let statuses = by_status(&metrics, "spindle_http_requests_total");
+    let statuses = by_label(&metrics, "spindle_http_requests_total", "status");
     let listed = statuses
         .iter()
         .map(|(status, count)| format!("{status}: {count}"))
@@ -262,7 +262,7 @@ async fn check_answers(outcome: &mut Outcome, host: &Host) {
     );
     // Deliveries not acknowledged before a kill come again: work the
     // handlers must absorb without applying an event twice.
-    let count = |name| by_status(&metrics, name).values().sum::<f64>() as u64;
+    let count = |name| by_label(&metrics, name, "").values().sum::<f64>() as u64;
     outcome.figure(
         "messages received / acknowledged / sent back / dead-lettered (the host's `/metrics`)",
         format!(
@@ -282,9 +282,10 @@ async fn check_answers(outcome: &mut Outcome, host: &Host) {
 }
 
 /// The sum of every series of the Prometheus metric `name` in `text`, by
-/// the value of its `status` label (`""` when it has none).
-fn by_status(text: &str, name: &str) -> BTreeMap<String, f64> {
+/// the value of its label `label` (`""` when it has none).
+pub(super) fn by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
     let mut sums = BTreeMap::new();
+    let prefix = format!("{label}=\"");
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(name) else {
             continue;
@@ -295,11 +296,13 @@ fn by_status(text: &str, name: &str) -> BTreeMap<String, f64> {
         let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
             continue;
         };
-        let status = rest
-            .split_once("status=\"")
-            .and_then(|(_, after)| after.split_once('"'))
-            .map_or("", |(status, _)| status);
-        *sums.entry(status.to_string()).or_default() += value;
+        let labels = rest.split_once('}').map_or("", |(labels, _)| labels);
+        let value_of_label = labels
+            .split([',', '{'])
+            .find_map(|pair| pair.strip_prefix(prefix.as_str()))
+            .and_then(|quoted| quoted.strip_suffix('"'))
+            .unwrap_or("");
+        *sums.entry(value_of_label.to_string()).or_default() += value;
     }
     sums
 }
@@ -318,18 +321,22 @@ fn times(durations: &[Option<Duration>]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::by_status;
+    use super::by_label;
 
     #[test]
-    fn sums_a_metric_by_status() {
+    fn sums_a_metric_by_one_label() {
         let text = "# HELP spindle_http_requests_total x\n\
                     spindle_http_requests_total{component=\"orders\",route=\"/orders\",status=\"201\"} 3\n\
                     spindle_http_requests_total{component=\"orders\",route=\"/orders/...\",status=\"200\"} 4\n\
                     spindle_http_requests_total{component=\"users\",route=\"/users\",status=\"200\"} 1\n\
                     spindle_http_requests_total_other{status=\"500\"} 100\n";
-        let sums = by_status(text, "spindle_http_requests_total");
+        let sums = by_label(text, "spindle_http_requests_total", "status");
         assert_eq!(sums.len(), 2);
         assert_eq!(sums["200"], 5.0);
         assert_eq!(sums["201"], 3.0);
+        let by_component = by_label(text, "spindle_http_requests_total", "component");
+        assert_eq!(by_component["orders"], 7.0);
+        let all = by_label(text, "spindle_http_requests_total", "");
+        assert_eq!(all[""], 8.0);
     }
 }

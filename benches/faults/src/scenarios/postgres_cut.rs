@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::Context;
 use super::crash::median;
+use super::nats_restart::by_label;
 use crate::demo::{self, Client, DurableBackends, Ledger, Placed, Shopper};
 use crate::host::Host;
 use crate::report::Outcome;
@@ -101,6 +102,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     ledger
         .check(&mut outcome, &client, &backends.databases, &placed)
         .await?;
+    check_dead_letters(&mut outcome, &host).await;
     let panics = host.host_panics();
     outcome.expect("no panic in the host's log", panics.is_empty(), || {
         panics.join(" | ")
@@ -213,6 +215,45 @@ fn check_readiness(
             median(&back).as_secs_f64() * 1000.0,
             back.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0
         ),
+    );
+}
+
+/// The demo's command triggers: core NATS request/reply, whose requester
+/// (the saga) asks again until its deadline, so a command given up on while
+/// the database is cut loses nothing. Events are JetStream deliveries that
+/// nobody sends again: none may be given up on.
+const COMMANDS: [&str; 2] = ["inventory.*", "payments.*"];
+
+/// What the NATS trigger dead-lettered, by the host's own count.
+async fn check_dead_letters(outcome: &mut Outcome, host: &Host) {
+    let metrics = match reqwest::get(format!("{}/metrics", host.ops_url())).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let dead = by_label(&metrics, "spindle_messages_dead_lettered_total", "subject");
+    let (commands, events): (Vec<_>, Vec<_>) = dead
+        .iter()
+        .filter(|(_, count)| **count > 0.0)
+        .map(|(subject, count)| format!("{subject}: {count}"))
+        .partition(|line| COMMANDS.iter().any(|c| line.starts_with(&format!("{c}:"))));
+    outcome.figure(
+        "commands given up on by the NATS trigger while cut (asked again by the saga)",
+        if commands.is_empty() {
+            "none".to_string()
+        } else {
+            commands.join(", ")
+        },
+    );
+    outcome.expect(
+        "no JetStream event dead-lettered by the NATS trigger",
+        !metrics.is_empty() && events.is_empty(),
+        || {
+            if metrics.is_empty() {
+                "`/metrics` did not answer".to_string()
+            } else {
+                events.join(", ")
+            }
+        },
     );
 }
 
