@@ -60,6 +60,11 @@ impl Host {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The resident set of the process now, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib_of(self.pid()?)
+    }
+
     /// Whether the process is still running (not exited, not killed).
     pub fn is_running(&mut self) -> bool {
         self.child
