@@ -60,7 +60,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         .map(|_| tokio::spawn(loop_requests(format!("{}/greet", host.url()), done.clone())))
         .collect();
     let http = reqwest::Client::new();
-    let (mut took, mut late) = (Vec::new(), Vec::new());
+    let (mut put, mut took, mut late) = (Vec::new(), Vec::new(), Vec::new());
     for deploy in 1..=deploys {
         let version = deploy % VERSIONS.len();
         let started = Instant::now();
@@ -71,6 +71,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
             .body(wasm[version].clone())
             .send()
             .await?;
+        put.push(started.elapsed());
         let status = response.status();
         if !status.is_success() {
             anyhow::bail!(
@@ -90,18 +91,20 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         seen.add(&client.await?);
     }
 
+    outcome.figure("deploys", deploys);
     outcome.figure("requests during the deploys", seen.requests);
+    outcome.figure("failed requests", seen.failures.len());
     outcome.figure(
         "answers by version (hello / http-echo)",
         format!("{} / {}", seen.by_version[0], seen.by_version[1]),
     );
     outcome.figure(
+        "`PUT /components/web` answered in, median / max",
+        median_and_max(&put),
+    );
+    outcome.figure(
         "deploy to the new version answering, median / max",
-        format!(
-            "{:.0} ms / {:.0} ms",
-            median(&took).as_secs_f64() * 1000.0,
-            took.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0
-        ),
+        median_and_max(&took),
     );
     outcome.expect("no request failed", seen.failures.is_empty(), || {
         format!(
@@ -141,6 +144,16 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         panics.join(" | ")
     });
     Ok(outcome)
+}
+
+/// `median ms / max ms` of `spans`.
+fn median_and_max(spans: &[Duration]) -> String {
+    let max = spans.iter().max().copied().unwrap_or_default();
+    format!(
+        "{:.0} ms / {:.0} ms",
+        median(spans).as_secs_f64() * 1000.0,
+        max.as_secs_f64() * 1000.0
+    )
 }
 
 /// Polls `url/greet` until the answer contains `marker`.
