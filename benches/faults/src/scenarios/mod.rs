@@ -10,6 +10,7 @@ mod postgres_cut;
 mod replicas;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
@@ -61,6 +62,73 @@ fn run_name() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
     format!("{seconds}-{}", std::process::id())
+}
+
+/// What `/ready` must show through a dependency's faults: 503 naming it
+/// during each, 200 again soon after each ends.
+pub struct Readiness {
+    /// What one fault is called, e.g. "cut".
+    pub fault: &'static str,
+    /// The dependency `/ready` must name, e.g. "`bus`".
+    pub named: &'static str,
+    /// What ends a fault, e.g. "restart".
+    pub end: &'static str,
+    /// How soon after a fault ends `/ready` must be 200.
+    pub within: Duration,
+}
+
+impl Readiness {
+    /// Checks, into `outcome`, how long `/ready` took to notice each fault
+    /// and to recover after it (`None`: it never did).
+    pub fn check(
+        &self,
+        outcome: &mut Outcome,
+        noticed: &[Option<Duration>],
+        recovered: &[Option<Duration>],
+    ) {
+        let Readiness {
+            fault,
+            named,
+            end,
+            within,
+        } = self;
+        let missed = noticed.iter().filter(|n| n.is_none()).count();
+        outcome.expect(
+            format!("`/ready` answered 503 naming {named} during every {fault}"),
+            missed == 0,
+            || format!("{missed} of {} went unreported", noticed.len()),
+        );
+        outcome.expect(
+            format!("`/ready` back to 200 within {within:?} of every {end}"),
+            recovered
+                .iter()
+                .all(|r| r.is_some_and(|took| took <= *within)),
+            || format!("recovery times: {}", times(recovered)),
+        );
+        outcome.figure(format!("{fault} to `/ready` 503, each"), times(noticed));
+        outcome.figure(format!("{end} to `/ready` 200, each"), times(recovered));
+        let back: Vec<Duration> = recovered.iter().flatten().copied().collect();
+        outcome.figure(
+            format!("{end} to `/ready` 200, median / max"),
+            format!(
+                "{:.0} ms / {:.0} ms",
+                crash::median(&back).as_secs_f64() * 1000.0,
+                back.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0
+            ),
+        );
+    }
+}
+
+/// `120 ms, 340 ms, never, …`.
+pub fn times(durations: &[Option<Duration>]) -> String {
+    durations
+        .iter()
+        .map(|took| match took {
+            Some(took) => format!("{:.0} ms", took.as_secs_f64() * 1000.0),
+            None => "never".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What every scenario starts from.

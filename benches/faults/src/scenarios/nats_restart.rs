@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::Context;
-use super::crash::{kill_points, median};
+use super::crash::kill_points;
+use super::{Context, Readiness};
 use crate::demo::{self, Client, DurableBackends, Ledger, Placed, Shopper};
 use crate::host::Host;
 use crate::report::Outcome;
@@ -97,7 +97,13 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
     ledger
         .check(&mut outcome, &client, &backends.databases, &placed)
         .await?;
-    check_readiness(&mut outcome, restarts, &noticed, &recovered);
+    let readiness = Readiness {
+        fault: "outage",
+        named: "`bus`",
+        end: "restart",
+        within: RECOVERY,
+    };
+    readiness.check(&mut outcome, &noticed, &recovered);
     check_answers(&mut outcome, &host).await;
     outcome.figure(
         "all settled and checked after",
@@ -188,47 +194,6 @@ fn check_probes(outcome: &mut Outcome, probes: &[Probe]) {
     );
 }
 
-/// `/ready` must follow the broker down and back up.
-fn check_readiness(
-    outcome: &mut Outcome,
-    restarts: usize,
-    noticed: &[Option<Duration>],
-    recovered: &[Option<Duration>],
-) {
-    outcome.expect(
-        "`/ready` answered 503 naming `bus` during every outage",
-        noticed.iter().all(Option::is_some),
-        || {
-            format!(
-                "{} of {restarts} outages went unreported",
-                noticed.iter().filter(|n| n.is_none()).count()
-            )
-        },
-    );
-    outcome.expect(
-        format!("`/ready` back to 200 within {RECOVERY:?} of every restart"),
-        recovered
-            .iter()
-            .all(|r| r.is_some_and(|took| took <= RECOVERY)),
-        || format!("recovery times: {}", times(recovered)),
-    );
-    // `/ready` reuses its report for a second, hence up to ~1 s here.
-    outcome.figure("broker killed to `/ready` 503, each outage", times(noticed));
-    outcome.figure(
-        "broker started to `/ready` 200, each restart",
-        times(recovered),
-    );
-    let back: Vec<Duration> = recovered.iter().flatten().copied().collect();
-    outcome.figure(
-        "broker started to `/ready` 200, median / max",
-        format!(
-            "{:.0} ms / {:.0} ms",
-            median(&back).as_secs_f64() * 1000.0,
-            back.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0
-        ),
-    );
-}
-
 /// What the host answered over the whole run, by its own count: the load
 /// retries 503s, so a 500 would otherwise go unseen in a read that is
 /// simply asked again.
@@ -305,18 +270,6 @@ pub(super) fn by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, 
         *sums.entry(value_of_label.to_string()).or_default() += value;
     }
     sums
-}
-
-/// `120 ms, 340 ms, never, …`.
-fn times(durations: &[Option<Duration>]) -> String {
-    durations
-        .iter()
-        .map(|took| match took {
-            Some(took) => format!("{:.0} ms", took.as_secs_f64() * 1000.0),
-            None => "never".to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

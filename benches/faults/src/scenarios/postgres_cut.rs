@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::Context;
-use super::crash::median;
 use super::nats_restart::by_label;
+use super::{Context, Readiness};
 use crate::demo::{self, Client, DurableBackends, Ledger, Placed, Shopper};
 use crate::host::Host;
 use crate::report::Outcome;
@@ -90,7 +89,13 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         .into_counts();
 
     check_answers(&mut outcome, &tally);
-    check_readiness(&mut outcome, cuts, &noticed, &recovered);
+    let readiness = Readiness {
+        fault: "cut",
+        named: "a `database:` dependency",
+        end: "restore",
+        within: RECOVERY,
+    };
+    readiness.check(&mut outcome, &noticed, &recovered);
     let mut placed = vec![Placed {
         shopper: 0,
         order_id: first,
@@ -178,43 +183,6 @@ fn check_answers(outcome: &mut Outcome, tally: &Counts) {
     outcome.figure(
         "time to answer during a cut, p50 / p99 / max",
         format!("{:.0} ms / {:.0} ms / {:.0} ms", at(0.5), at(0.99), at(1.0)),
-    );
-}
-
-/// `/ready` must follow the database down and back up.
-fn check_readiness(
-    outcome: &mut Outcome,
-    cuts: usize,
-    noticed: &[Option<Duration>],
-    recovered: &[Option<Duration>],
-) {
-    outcome.expect(
-        "`/ready` answered 503 naming a `database:` dependency during every cut",
-        noticed.iter().all(Option::is_some),
-        || {
-            format!(
-                "{} of {cuts} cuts went unreported",
-                noticed.iter().filter(|n| n.is_none()).count()
-            )
-        },
-    );
-    outcome.expect(
-        format!("`/ready` back to 200 within {RECOVERY:?} of every restore, without a restart"),
-        recovered
-            .iter()
-            .all(|r| r.is_some_and(|took| took <= RECOVERY)),
-        || format!("recovery times: {}", times(recovered)),
-    );
-    outcome.figure("cut to `/ready` 503, each cut", times(noticed));
-    outcome.figure("restore to `/ready` 200, each cut", times(recovered));
-    let back: Vec<Duration> = recovered.iter().flatten().copied().collect();
-    outcome.figure(
-        "restore to `/ready` 200, median / max",
-        format!(
-            "{:.0} ms / {:.0} ms",
-            median(&back).as_secs_f64() * 1000.0,
-            back.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0
-        ),
     );
 }
 
@@ -437,18 +405,6 @@ async fn send(request: reqwest::RequestBuilder) -> Answer {
         body,
         took: started.elapsed(),
     }
-}
-
-/// `120 ms, 340 ms, never, …`.
-fn times(durations: &[Option<Duration>]) -> String {
-    durations
-        .iter()
-        .map(|took| match took {
-            Some(took) => format!("{:.0} ms", took.as_secs_f64() * 1000.0),
-            None => "never".to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// What the clients saw, split by whether the database was cut.
