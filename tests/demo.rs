@@ -125,6 +125,11 @@ impl Demo {
         self.boot();
     }
 
+    /// The private NATS server's URL (the durable backend only).
+    fn nats_url(&self) -> String {
+        self._nats.as_ref().expect("the demo runs on NATS").url()
+    }
+
     fn spindle(&self) -> &Spindle {
         self.spindle.as_ref().expect("the demo is running")
     }
@@ -1078,8 +1083,19 @@ async fn an_order_is_settled_after_its_database_was_cut_off_for_seconds() {
     assert_eq!(reply.status, 201, "{reply:?}");
     let order_id = body(&reply)["order_id"].as_str().expect("id").to_string();
     proxy.cut();
-    // The saga confirms the order; `orders` cannot record it and asks for
-    // the event again, well past the five deliveries it used to get.
+    // The saga's own `order.confirmed` may not have been sent yet (the
+    // order's event can still be in orders' outbox, behind the cut): send
+    // one as the saga would, so that `orders` surely receives it now.
+    let nats = async_nats::connect(demo.nats_url()).await.expect("NATS");
+    let event = json!({ "order_id": order_id, "amount_cents": 900 }).to_string();
+    async_nats::jetstream::new(nats)
+        .publish("order.confirmed", event.into())
+        .await
+        .expect("publishing order.confirmed")
+        .await
+        .expect("JetStream took order.confirmed");
+    // `orders` cannot record it and asks for the event again, well past the
+    // five deliveries it used to get.
     demo.spindle()
         .wait_for_log_count("orders: settling", 8, SETTLE_DEADLINE);
     proxy.restore();
