@@ -145,6 +145,14 @@ impl Host {
         panics
     }
 
+    /// Records, into `outcome`, that the host's log holds no panic.
+    pub fn expect_no_panic(&self, outcome: &mut crate::report::Outcome) {
+        let panics = self.host_panics();
+        outcome.expect("no panic in the host's log", panics.is_empty(), || {
+            panics.join(" | ")
+        });
+    }
+
     /// The last `lines` lines of every start's stderr, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let log = std::fs::read_to_string(self.stderr_path()).unwrap_or_default();

@@ -90,10 +90,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         "all settled and checked after",
         format!("{:.1} s", started.elapsed().as_secs_f64()),
     );
-    let panics = host.host_panics();
-    outcome.expect("no panic in the host's log", panics.is_empty(), || {
-        panics.join(" | ")
-    });
+    host.expect_no_panic(&mut outcome);
     Ok(outcome)
 }
 

@@ -139,10 +139,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         seen.by_version.iter().all(|n| *n > 0),
         || format!("by version: {:?}", seen.by_version),
     );
-    let panics = host.host_panics();
-    outcome.expect("no panic in the host's log", panics.is_empty(), || {
-        panics.join(" | ")
-    });
+    host.expect_no_panic(&mut outcome);
     Ok(outcome)
 }
 

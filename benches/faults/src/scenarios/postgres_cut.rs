@@ -108,10 +108,7 @@ pub async fn run(context: &Context) -> anyhow::Result<Outcome> {
         .check(&mut outcome, &client, &backends.databases, &placed)
         .await?;
     check_dead_letters(&mut outcome, &host).await;
-    let panics = host.host_panics();
-    outcome.expect("no panic in the host's log", panics.is_empty(), || {
-        panics.join(" | ")
-    });
+    host.expect_no_panic(&mut outcome);
     Ok(outcome)
 }
 
