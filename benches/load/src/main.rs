@@ -5,18 +5,20 @@
 //!   `--window` unanswered, and times until every reply is back.
 //! - `nats-echo`: the native peer of the `nats-echo` guest: answers each
 //!   message on its reply subject, in a queue group.
-//! - `saga`: signs up users on the demo app, places orders and times each
-//!   from its POST to its `order.confirmed` / `order.cancelled` event.
+//! - `saga`: signs up users on the demo app, places orders (closed or open
+//!   loop) and times each from when it was due to its final event, hop by
+//!   hop (see [`saga`]).
 
-use std::collections::HashMap;
+mod saga;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
-use serde_json::{Value, json};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 
 #[derive(Parser)]
 #[command(about = "Load generators for benches/run")]
@@ -49,11 +51,19 @@ enum Command {
         nats: String,
         #[arg(long, default_value_t = 1000)]
         orders: usize,
+        /// Closed loop: at most this many orders being placed at once.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
-        /// Orders are spread over this many users (each has a credit limit).
+        /// Open loop instead: this many orders per second, on schedule.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Orders are spread over this many users; each user's credit
+        /// limit covers about 100 of them.
         #[arg(long, default_value_t = 10)]
         users: usize,
+        /// Write each hop's p50, p99 and mean (ms) to this file.
+        #[arg(long)]
+        hops: Option<PathBuf>,
     },
 }
 
@@ -72,8 +82,16 @@ async fn main() -> anyhow::Result<()> {
             nats,
             orders,
             concurrency,
+            rate,
             users,
-        } => saga(&url, &nats, orders, concurrency, users).await,
+            hops,
+        } => {
+            let pacing = match rate {
+                Some(rate) => saga::Pacing::Open { rate },
+                None => saga::Pacing::Closed { concurrency },
+            };
+            saga::run(&url, &nats, orders, users, pacing, hops.as_deref()).await
+        }
     }
 }
 
@@ -146,186 +164,4 @@ async fn nats_echo(url: &str, subject: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Prints `orders  seconds  orders/s  p50_ms  p99_ms  confirmed  cancelled`.
-async fn saga(
-    url: &str,
-    nats: &str,
-    orders: usize,
-    concurrency: usize,
-    users: usize,
-) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().no_proxy().build()?;
-    let mut tokens = Vec::new();
-    for _ in 0..users {
-        tokens.push(sign_up(&http, url).await?);
-    }
-    for token in &tokens {
-        wait_for_account(&http, url, token).await?;
-    }
-    eprintln!("{users} users signed up, accounts open");
-
-    let settled = listen_for_outcomes(nats).await?;
-    let placed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(orders);
-    for index in 0..orders {
-        let permit = permits.clone().acquire_owned().await?;
-        let (http, url, token, placed) = (
-            http.clone(),
-            url.to_string(),
-            tokens[index % tokens.len()].clone(),
-            placed.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let _permit = permit;
-            let sent = Instant::now();
-            let order_id = place_order(&http, &url, &token).await?;
-            placed.lock().await.insert(order_id, sent);
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    eprintln!(
-        "{orders} orders placed in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let placed = placed.lock().await.clone();
-    loop {
-        let done = settled
-            .lock()
-            .await
-            .keys()
-            .filter(|id| placed.contains_key(*id))
-            .count();
-        if done == placed.len() {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "only {done} of {} orders settled within 180 s",
-                placed.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let settled = settled.lock().await;
-    let mut latencies: Vec<f64> = Vec::with_capacity(orders);
-    let (mut confirmed, mut last) = (0, started);
-    for (order_id, sent) in &placed {
-        let (at, was_confirmed) = settled[order_id];
-        latencies.push(at.duration_since(*sent).as_secs_f64() * 1000.0);
-        confirmed += usize::from(was_confirmed);
-        last = last.max(at);
-    }
-    latencies.sort_by(f64::total_cmp);
-    let percentile =
-        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    let seconds = last.duration_since(started).as_secs_f64();
-    println!(
-        "{orders}\t{seconds:.3}\t{:.1}\t{:.1}\t{:.1}\t{confirmed}\t{}",
-        orders as f64 / seconds,
-        percentile(0.5),
-        percentile(0.99),
-        orders - confirmed
-    );
-    Ok(())
-}
-
-type Outcomes = Arc<Mutex<HashMap<String, (Instant, bool)>>>;
-
-/// When each order's final event was seen, and whether it was confirmed.
-async fn listen_for_outcomes(url: &str) -> anyhow::Result<Outcomes> {
-    let client = async_nats::connect(url)
-        .await
-        .context("connecting to NATS")?;
-    let confirmed = client.subscribe("order.confirmed").await?;
-    let cancelled = client.subscribe("order.cancelled").await?;
-    client.flush().await?;
-    let outcomes: Outcomes = Arc::default();
-    let recorded = outcomes.clone();
-    tokio::spawn(async move {
-        let _client = client;
-        let mut events = futures::stream::select(confirmed, cancelled);
-        while let Some(event) = events.next().await {
-            let at = Instant::now();
-            let Ok(body) = serde_json::from_slice::<Value>(&event.payload) else {
-                continue;
-            };
-            if let Some(order_id) = body["order_id"].as_str() {
-                let was_confirmed = event.subject.as_str() == "order.confirmed";
-                recorded
-                    .lock()
-                    .await
-                    .entry(order_id.to_string())
-                    .or_insert((at, was_confirmed));
-            }
-        }
-    });
-    Ok(outcomes)
-}
-
-async fn sign_up(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
-    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
-    let password = "benchmark password";
-    let reply = http
-        .post(format!("{url}/auth/signup"))
-        .json(&json!({ "email": email, "password": password, "name": "bench" }))
-        .send()
-        .await?;
-    if reply.status() != 201 {
-        bail!("sign-up: {} {}", reply.status(), reply.text().await?);
-    }
-    let session: Value = http
-        .post(format!("{url}/auth/login"))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    session["token"]
-        .as_str()
-        .map(str::to_string)
-        .with_context(|| format!("login gave no token: {session}"))
-}
-
-async fn wait_for_account(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let reply = http
-            .get(format!("{url}/payments/account"))
-            .bearer_auth(token)
-            .send()
-            .await?;
-        if reply.status() == 200 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("no payment account within 60 s: {}", reply.status());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn place_order(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<String> {
-    let reply = http
-        .post(format!("{url}/orders"))
-        .bearer_auth(token)
-        .json(&json!({ "items": [{ "sku": "CABL-003", "quantity": 1 }] }))
-        .send()
-        .await?;
-    if reply.status() != 201 {
-        bail!("order: {} {}", reply.status(), reply.text().await?);
-    }
-    let order: Value = reply.json().await?;
-    order["order_id"]
-        .as_str()
-        .map(str::to_string)
-        .with_context(|| format!("no order_id in {order}"))
 }
