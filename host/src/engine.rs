@@ -291,6 +291,9 @@ pub fn new_store(
             Box::pin(tokio::task::yield_now()),
         ))
     });
+    // A new store's deadline is epoch 0, already past: without this the
+    // guest would yield at its first check, before doing any work.
+    store.set_epoch_deadline(1);
     store
 }
 

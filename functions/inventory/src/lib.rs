@@ -105,29 +105,37 @@ async fn reserve(command: &Reserve) -> Result<CommandReply, SqlError> {
 }
 
 /// Takes `item` out of stock; `Err(reason)` when it cannot.
+///
+/// Every order of one product updates the same row, so the time its lock is
+/// held bounds the product's orders per second: one statement takes the
+/// stock and reads the price, and only a refusal reads the row again.
 async fn take(tx: &Transaction, item: &Item) -> Result<Result<i64, String>, SqlError> {
     let taken = tx
-        .execute(
-            "UPDATE stock SET available = available - $2 WHERE sku = $1 AND available >= $2".into(),
+        .query(
+            "UPDATE stock SET available = available - $2 WHERE sku = $1 AND available >= $2 \
+             RETURNING price_cents"
+                .into(),
             vec![db::text(&item.sku), Value::Integer(item.quantity)],
         )
         .await?;
+    if let Some(row) = db::first(&taken) {
+        return Ok(Ok(row.integer("price_cents")));
+    }
     let rows = tx
         .query(
-            "SELECT price_cents, available FROM stock WHERE sku = $1".into(),
+            "SELECT available FROM stock WHERE sku = $1".into(),
             vec![db::text(&item.sku)],
         )
         .await?;
-    Ok(match db::first(&rows) {
-        None => Err(format!("unknown SKU {}", item.sku)),
-        Some(row) if taken == 0 => Err(format!(
+    Ok(Err(match db::first(&rows) {
+        None => format!("unknown SKU {}", item.sku),
+        Some(row) => format!(
             "not enough {} in stock ({} left, {} wanted)",
             item.sku,
             row.integer("available"),
             item.quantity
-        )),
-        Some(row) => Ok(row.integer("price_cents")),
-    })
+        ),
+    }))
 }
 
 /// Puts a reservation's items back; repeated, does nothing more.

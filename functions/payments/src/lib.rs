@@ -130,8 +130,17 @@ async fn charge(command: &Charge) -> Result<CommandReply, SqlError> {
         reason: reason.as_deref(),
     };
     match row.insert(&tx).await {
-        Ok(()) => tx.commit().await?,
-        // A redelivered copy of this command got there first.
+        Ok(()) => {
+            tx.commit().await?;
+            return Ok(match reason {
+                None => CommandReply::Done {
+                    amount_cents: command.amount_cents,
+                },
+                Some(reason) => CommandReply::Refused { reason },
+            });
+        }
+        // A redelivered copy of this command got there first: its answer
+        // is the one that stands.
         Err(SqlError::ConstraintViolation(_)) => tx.rollback().await?,
         Err(error) => return Err(error),
     }

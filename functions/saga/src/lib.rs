@@ -104,14 +104,18 @@ enum Answer {
 }
 
 impl Saga {
-    /// The stored saga for this order, or a new one, stored.
+    /// The stored saga for this order, or a new one, stored: one statement
+    /// either way (the no-op update makes `RETURNING` give the stored row).
     async fn load_or_start(order: &OrderCreated) -> Result<Saga, SqlError> {
         let now = now_ms();
         // Reserving starts with `must_release`: the reservation may land
         // even if its answer never comes back.
-        sql::execute(
+        let rows = sql::query(
             "INSERT INTO sagas (order_id, user_id, items, state, must_release, started_at, updated_at) \
-             VALUES ($1, $2, $3, 'reserving', 1, $4, $4) ON CONFLICT (order_id) DO NOTHING"
+             VALUES ($1, $2, $3, 'reserving', 1, $4, $4) \
+             ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id \
+             RETURNING order_id, user_id, items, state, amount_cents, must_release, must_refund, \
+             reason, started_at"
                 .into(),
             vec![
                 db::text(&order.order_id),
@@ -119,13 +123,6 @@ impl Saga {
                 db::text(serde_json::to_string(&order.items).unwrap_or_default()),
                 Value::Integer(now),
             ],
-        )
-        .await?;
-        let rows = sql::query(
-            "SELECT order_id, user_id, items, state, amount_cents, must_release, must_refund, \
-             reason, started_at FROM sagas WHERE order_id = $1"
-                .into(),
-            vec![db::text(&order.order_id)],
         )
         .await?;
         let row =
@@ -174,7 +171,10 @@ impl Saga {
                         amount_cents: self.amount_cents,
                     };
                     match send(events::PAYMENTS_CHARGE, &command).await {
-                        Answer::Done(_) => self.state = State::Confirming,
+                        // Straight on: the outcome and its event are stored
+                        // together, and a redelivery before that charges
+                        // again, which is idempotent.
+                        Answer::Done(_) => return self.finish(State::Confirmed).await,
                         Answer::Refused(reason) => {
                             self.must_refund = false;
                             self.compensate(reason);
@@ -239,8 +239,10 @@ impl Saga {
         }
     }
 
+    /// Stores a step: one statement, no transaction around it.
     async fn save(&self) -> Result<(), SqlError> {
-        self.write(None).await
+        sql::execute(UPDATE_SAGA.into(), self.columns()).await?;
+        Ok(())
     }
 
     /// Stores the final state and its event in one transaction.
@@ -262,32 +264,34 @@ impl Saga {
                 }),
             ),
         };
-        self.write(Some(event)).await.map_err(stored_retry)
+        self.write(event).await.map_err(stored_retry)
     }
 
-    async fn write(&self, event: Option<(&str, Vec<u8>)>) -> Result<(), SqlError> {
+    /// Stores the state and its event in one transaction.
+    async fn write(&self, (subject, body): (&str, Vec<u8>)) -> Result<(), SqlError> {
         let tx = Transaction::begin().await?;
-        tx.execute(
-            "UPDATE sagas SET state = $2, amount_cents = $3, must_release = $4, must_refund = $5, \
-             reason = $6, updated_at = $7 WHERE order_id = $1"
-                .into(),
-            vec![
-                db::text(&self.order_id),
-                db::text(self.state.as_str()),
-                Value::Integer(self.amount_cents),
-                Value::Integer(self.must_release.into()),
-                Value::Integer(self.must_refund.into()),
-                self.reason.clone().map_or(Value::Null, Value::Text),
-                Value::Integer(now_ms()),
-            ],
-        )
-        .await?;
-        if let Some((subject, body)) = event {
-            tx.publish(subject.into(), body, Vec::new()).await?;
-        }
+        tx.execute(UPDATE_SAGA.into(), self.columns()).await?;
+        tx.publish(subject.into(), body, Vec::new()).await?;
         tx.commit().await
     }
+
+    /// The parameters of [`UPDATE_SAGA`].
+    fn columns(&self) -> Vec<Value> {
+        vec![
+            db::text(&self.order_id),
+            db::text(self.state.as_str()),
+            Value::Integer(self.amount_cents),
+            Value::Integer(self.must_release.into()),
+            Value::Integer(self.must_refund.into()),
+            self.reason.clone().map_or(Value::Null, Value::Text),
+            Value::Integer(now_ms()),
+        ]
+    }
 }
+
+/// Stores where a saga stands.
+const UPDATE_SAGA: &str = "UPDATE sagas SET state = $2, amount_cents = $3, must_release = $4, \
+     must_refund = $5, reason = $6, updated_at = $7 WHERE order_id = $1";
 
 /// Sends a command and reads its answer.
 async fn send(subject: &str, command: &impl Serialize) -> Answer {

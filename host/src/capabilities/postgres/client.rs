@@ -53,8 +53,14 @@ pub const MAX_RESULT_BYTES: usize = 64 << 20;
 
 /// Undoes what a guest may have changed in its session, so the next guest
 /// finds the connection as new (prepared statements stay: they are sqlx's
-/// cache, keyed by text and checked by type).
-const RESET_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+/// cache, keyed by text and checked by type). It starts by asking whether
+/// the guest left a transaction open: the two timestamps are equal only in
+/// the first statement of a transaction, and one simple query (this string
+/// is one) is one implicit transaction unless the guest began its own. The
+/// reset then runs either way, one round trip instead of two; a connection
+/// found inside a guest's transaction is closed, which rolls it back.
+const CHECK_AND_RESET_SESSION: &str = "SELECT transaction_timestamp() = statement_timestamp(); \
+     CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
      UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
 /// One lazily connecting pool per address, shared by every instance.
@@ -113,20 +119,15 @@ pub(crate) fn reset_session(
     _: PoolConnectionMetadata,
 ) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
     Box::pin(async move {
-        // The two are equal only in the first statement of a transaction,
-        // so they differ when this runs inside one the guest began. (A plain
-        // string runs as a simple query: with the extended protocol the two
-        // differ even outside a transaction.) In a failed transaction this
-        // errors, which closes the connection too.
-        let outside_transaction: bool = connection
-            .fetch_one("SELECT transaction_timestamp() = statement_timestamp()")
-            .await?
+        // A plain string runs as a simple query: with the extended protocol
+        // the timestamps differ even outside a transaction. In a failed
+        // transaction this errors, which closes the connection too.
+        let rows = connection.fetch_all(CHECK_AND_RESET_SESSION).await?;
+        let outside_transaction: bool = rows
+            .first()
+            .ok_or_else(|| sqlx::Error::Protocol("the session check returned no row".into()))?
             .try_get(0)?;
-        if !outside_transaction {
-            return Ok(false);
-        }
-        connection.execute(RESET_SESSION).await?;
-        Ok(true)
+        Ok(outside_transaction)
     })
 }
 

@@ -29,7 +29,7 @@ use crate::bus::{Bus, Delivery, DurableSpec, Message, RetryError, Subscription, 
 use crate::capabilities::AppCapabilities;
 use crate::engine::{self, LoadedComponent};
 use crate::manifest::{self, App};
-use crate::metrics::{MessageLabels, metrics};
+use crate::metrics::SubscriptionMetrics;
 use crate::telemetry;
 pub use handler::{MessageHandler, Outcome};
 use tracing::Instrument;
@@ -106,6 +106,7 @@ impl NatsTrigger {
                 bus: bus.clone(),
                 in_flight: Arc::new(Semaphore::new(in_flight as usize)),
                 limit: in_flight,
+                metrics: SubscriptionMetrics::new(&trigger.component, &trigger.subject),
             };
             consumers.push((Arc::new(consumer), subscription));
         }
@@ -197,6 +198,7 @@ struct Consumer {
     /// One permit per message being handled; none free, nothing is pulled.
     in_flight: Arc<Semaphore>,
     limit: u32,
+    metrics: SubscriptionMetrics,
 }
 
 impl Consumer {
@@ -265,23 +267,15 @@ impl Consumer {
         (consumer, call)
     }
 
-    fn labels(&self) -> MessageLabels {
-        MessageLabels {
-            component: self.trigger.component.clone(),
-            subject: self.trigger.subject.clone(),
-        }
-    }
-
     /// Runs the handler on one delivery and settles it.
     async fn process(&self, delivery: Delivery) {
         let (message, attempt) = (delivery.message().clone(), delivery.attempt());
-        let labels = self.labels();
-        metrics().messages_received.get_or_create(&labels).inc();
+        self.metrics.received.inc();
         let outcome = self.run_handler(&delivery, &message).await;
         tracing::debug!(subject = %message.subject, attempt, ?outcome, "message handled");
         let (delay, why) = match outcome {
             Outcome::Done => {
-                metrics().messages_acked.get_or_create(&labels).inc();
+                self.metrics.acked.inc();
                 return self.acknowledge(&delivery).await;
             }
             Outcome::Reject(reason) => {
@@ -298,10 +292,10 @@ impl Consumer {
         }
         match delivery.retry(delay).await {
             Ok(()) => {
-                metrics().messages_redelivered.get_or_create(&labels).inc();
+                self.metrics.redelivered.inc();
             }
             Err(RetryError::Server(error)) => {
-                metrics().messages_redelivered.get_or_create(&labels).inc();
+                self.metrics.redelivered.inc();
                 tracing::warn!(subject = %message.subject, "nak failed (the server redelivers after ack_wait): {error}");
             }
             Err(full @ RetryError::QueueFull) => {
@@ -385,10 +379,7 @@ impl Consumer {
         };
         match self.bus.publish(dead).await {
             Ok(()) => {
-                metrics()
-                    .messages_dead_lettered
-                    .get_or_create(&self.labels())
-                    .inc();
+                self.metrics.dead_lettered.inc();
                 tracing::warn!(component = %self.trigger.component, %subject, dead_letter_subject = %self.trigger.dead_letter_subject, "dead-lettered: {reason}");
                 if let Err(error) = delivery.terminate().await {
                     tracing::warn!(%subject, "terminating a dead-lettered message failed: {error}");
