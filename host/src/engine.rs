@@ -362,6 +362,22 @@ impl LoadedComponent {
     }
 }
 
+/// Gives the memory a compile freed back to the system. Cranelift's working
+/// memory is freed when a compile ends, but glibc keeps freed chunks that
+/// are not at the top of their heap: `spindle up` of the demo app with an
+/// empty compile cache idled at 200 MiB instead of 68 MiB without this.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim only walks the allocator's own state,
+        // under its locks; any pad is valid.
+        unsafe { malloc_trim(0) };
+    }
+}
+
 /// Precompiled components on disk, keyed by the wasm's content and the
 /// engine's compatibility hash, so that a restart does not recompile.
 pub struct CompileCache {
