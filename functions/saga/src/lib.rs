@@ -195,6 +195,7 @@ impl Saga {
                         return self.finish(State::Cancelled).await;
                     }
                 }
+                // Stored by earlier versions, which saved this step.
                 State::Confirming => return self.finish(State::Confirmed).await,
                 State::Confirmed | State::Cancelled => return Ok(()),
             }

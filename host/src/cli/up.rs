@@ -126,9 +126,9 @@ impl UpCommand {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        // The components load on this thread while the runtime connects the
-        // bus and opens the databases: neither needs the other, and a warm
-        // start spends about as long on each.
+        // The components load on a thread of their own while the runtime
+        // connects the bus and opens the databases: neither needs the other,
+        // and a warm start spends about as long on each.
         let (components, configured) = std::thread::scope(|scope| {
             let loading = scope.spawn(|| {
                 let components = selected
