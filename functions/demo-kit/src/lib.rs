@@ -1,6 +1,7 @@
 //! What the demo app's services share.
 //!
 //! - [`api`]: JSON error bodies and responses, reading JSON requests.
+//! - [`grpc`]: gRPC framing and statuses around prost messages.
 //! - [`token`]: issuing and checking the bearer tokens `auth` signs.
 //! - [`events`]: the messages the services exchange, one type per subject.
 //! - [`db`]: reading cells of [`spindle_sdk::sql`] rows.
@@ -8,6 +9,7 @@
 pub mod api;
 pub mod db;
 pub mod events;
+pub mod grpc;
 pub mod token;
 
 /// Milliseconds since the Unix epoch, from the host's wall clock.

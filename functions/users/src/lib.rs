@@ -8,13 +8,17 @@
 //!   it was a `hit` or a `miss`.
 //! - `PUT /users/{id}` `{name?, bio?}` (only that user) updates the profile
 //!   and drops its cache entry.
+//! - The same over gRPC (`spindle.demo.users.v1.UserService`, see `rpc`),
+//!   with the same rules and cache, plus creating one's own profile and
+//!   streaming the list of profiles.
 
 use demo_kit::api::{self, ApiError, Reply};
 use demo_kit::events::{USER_CREATED, UserEvent};
+use demo_kit::grpc;
 use demo_kit::token::authenticate;
 use demo_kit::{db, now_ms, variable_number};
 use serde::{Deserialize, Serialize};
-use spin_sdk::http::{HeaderValue, Method, Request, StatusCode};
+use spin_sdk::http::{BoxBody, HeaderValue, Method, Request, StatusCode, box_body};
 use spin_sdk::http_service;
 use spin_sdk::key_value::Store;
 use spindle_sdk::sql::{self, Transaction, Value};
@@ -29,7 +33,7 @@ impl Guest for Events {
     async fn handle(message: Message) -> Result<(), HandlerError> {
         let user: UserEvent = serde_json::from_slice(&message.body)
             .map_err(|error| HandlerError::Reject(format!("not a user event: {error}")))?;
-        create_profile(&user).await.map_err(|error| {
+        create_profile(&user, "").await.map(drop).map_err(|error| {
             eprintln!("users: creating profile {}: {error:?}", user.user_id);
             HandlerError::Retry(500)
         })
@@ -38,18 +42,21 @@ impl Guest for Events {
 
 export!(Events);
 
-async fn create_profile(user: &UserEvent) -> Result<(), sql::Error> {
+/// Creates the profile of `user` with `bio` and publishes `user.created`,
+/// unless it exists; whether it was created.
+async fn create_profile(user: &UserEvent, bio: &str) -> Result<bool, sql::Error> {
     let now = now_ms();
     let tx = Transaction::begin().await?;
     let created = tx
         .execute(
             "INSERT INTO profiles (user_id, email, name, bio, created_at, updated_at) \
-             VALUES ($1, $2, $3, '', $4, $4) ON CONFLICT (user_id) DO NOTHING"
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (user_id) DO NOTHING"
                 .into(),
             vec![
                 db::text(&user.user_id),
                 db::text(&user.email),
                 db::text(&user.name),
+                db::text(bio),
                 Value::Integer(now),
             ],
         )
@@ -58,11 +65,23 @@ async fn create_profile(user: &UserEvent) -> Result<(), sql::Error> {
         let body = serde_json::to_vec(user).unwrap_or_default();
         tx.publish(USER_CREATED.into(), body, Vec::new()).await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(created == 1)
 }
 
+mod reflection;
+mod rpc;
+
+/// gRPC calls (by their content type) go to `rpc`, the rest is the JSON API.
 #[http_service]
-async fn serve(request: Request) -> Reply {
+async fn serve(request: Request) -> http::Response<BoxBody> {
+    if grpc::is_grpc(&request) {
+        return rpc::serve(request).await;
+    }
+    rest(request).await.map(box_body)
+}
+
+async fn rest(request: Request) -> Reply {
     let id = api::path_after(&request, "/users/")
         .unwrap_or_default()
         .to_string();
@@ -94,12 +113,19 @@ struct Cached {
 
 async fn get_profile(request: &Request, id: &str) -> Result<Reply, ApiError> {
     authenticate(request).await?;
+    let (profile, outcome) = read_profile(id).await?;
+    Ok(with_cache_header(
+        api::json(StatusCode::OK, &profile),
+        outcome,
+    ))
+}
+
+/// The profile, read through the cache, and whether it was a cache `hit`
+/// or a `miss`.
+async fn read_profile(id: &str) -> Result<(Profile, &'static str), ApiError> {
     let cache = open_cache().await;
     if let Some(profile) = cached(cache.as_ref(), id).await {
-        return Ok(with_cache_header(
-            api::json(StatusCode::OK, &profile),
-            "hit",
-        ));
+        return Ok((profile, "hit"));
     }
     let profile = load(id)
         .await?
@@ -114,10 +140,7 @@ async fn get_profile(request: &Request, id: &str) -> Result<Reply, ApiError> {
             eprintln!("users: caching {id}: {error:?}");
         }
     }
-    Ok(with_cache_header(
-        api::json(StatusCode::OK, &profile),
-        "miss",
-    ))
+    Ok((profile, "miss"))
 }
 
 #[derive(Deserialize)]
@@ -132,7 +155,15 @@ async fn put_profile(request: Request, id: &str) -> Result<Reply, ApiError> {
     if claims.sub != id {
         return Err(ApiError::forbidden("you may change only your own profile"));
     }
-    let ProfileChange { name, bio } = checked(api::read_json(request).await?)?;
+    let change = api::read_json(request).await?;
+    let profile = update_profile(id, change).await?;
+    Ok(api::json(StatusCode::OK, &profile))
+}
+
+/// Applies `change` (checked here) to the profile of `id` and drops its
+/// cache entry; the caller has checked who may.
+async fn update_profile(id: &str, change: ProfileChange) -> Result<Profile, ApiError> {
+    let ProfileChange { name, bio } = checked(change)?;
     let updated = sql::execute(
         "UPDATE profiles SET name = COALESCE($2, name), bio = COALESCE($3, bio), updated_at = $4 \
          WHERE user_id = $1"
@@ -153,10 +184,9 @@ async fn put_profile(request: Request, id: &str) -> Result<Reply, ApiError> {
     {
         eprintln!("users: dropping cached {id}: {error:?}");
     }
-    let profile = load(id)
+    load(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("no such user"))?;
-    Ok(api::json(StatusCode::OK, &profile))
+        .ok_or_else(|| ApiError::not_found("no such user"))
 }
 
 /// The change with its name trimmed, or why it is refused: a name of 1 to
@@ -189,14 +219,30 @@ async fn load(id: &str) -> Result<Option<Profile>, ApiError> {
         vec![db::text(id)],
     )
     .await?;
-    Ok(db::first(&rows).map(|row| Profile {
+    Ok(db::first(&rows).map(|row| profile_of(&row)))
+}
+
+/// Up to `limit` profiles whose ids come after `after`, in id order.
+async fn page_after(after: &str, limit: u32) -> Result<Vec<Profile>, ApiError> {
+    let rows = sql::query(
+        "SELECT user_id, email, name, bio, created_at, updated_at FROM profiles \
+         WHERE user_id > $1 ORDER BY user_id LIMIT $2"
+            .into(),
+        vec![db::text(after), Value::Integer(limit.into())],
+    )
+    .await?;
+    Ok(db::rows(&rows).map(|row| profile_of(&row)).collect())
+}
+
+fn profile_of(row: &db::Row<'_>) -> Profile {
+    Profile {
         user_id: row.text("user_id"),
         email: row.text("email"),
         name: row.text("name"),
         bio: row.text("bio"),
         created_at: row.integer("created_at"),
         updated_at: row.integer("updated_at"),
-    }))
+    }
 }
 
 /// The cache is an optimisation: when it is unavailable, reads go to the

@@ -1,11 +1,14 @@
 //! The operations listener, on a port of its own so that probes and deploys
 //! never queue behind application traffic: `GET /health` (liveness),
 //! `GET /ready` (readiness of every dependency), `GET /metrics`
-//! (Prometheus) and the deploy API (`PUT /components/{id}`, bearer token).
+//! (Prometheus), `grpc.health.v1.Health/Check` (the same readiness for gRPC
+//! tools, over h2c) and the deploy API (`PUT /components/{id}`, bearer
+//! token).
 //! It is served with the same connection limits as the app listener, but
 //! its own connection slots, so a flood on one never starves the other.
 
 mod deploy;
+mod grpc_health;
 mod ready;
 
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
@@ -45,6 +48,7 @@ pub fn router(ops: Ops) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready::ready))
+        .route("/grpc.health.v1.Health/Check", post(grpc_health::check))
         .with_state(ops.readiness)
         .route("/metrics", get(prometheus))
         .with_state(Arc::new(ops.admissions))

@@ -78,6 +78,23 @@ impl Readiness {
     }
 }
 
+impl Report {
+    /// Whether `service` is serving: the whole app for `""`, else the
+    /// component of that id while everything it may need is up; `None` for
+    /// a name that is neither.
+    pub fn serving(&self, service: &str) -> Option<bool> {
+        let ready = self.status == "ready";
+        if service.is_empty() {
+            return Some(ready);
+        }
+        let component = format!("component:{service}");
+        self.dependencies
+            .iter()
+            .find(|d| d.kind == "component" && d.name == component)
+            .map(|d| ready && d.status == "up")
+    }
+}
+
 async fn run(probe: &Probe) -> Dependency {
     let started = Instant::now();
     let outcome = match tokio::time::timeout(PROBE_TIMEOUT, probe.check()).await {

@@ -133,27 +133,33 @@ impl HandlerState for ComponentInstances {
             state: InstancePolicy {
                 component: self.component.id.clone(),
                 reuse: self.reuse,
-                request_timeout: self.request_timeout,
                 tracked,
             },
         })
     }
 }
 
+/// What the trigger hands the instance with each request.
+pub struct CallData {
+    /// The request's component span, under which the guest's capability
+    /// calls (a publish, for one) are traced.
+    pub span: tracing::Span,
+    /// The call's deadline: the component's `timeout`, or a gRPC caller's
+    /// shorter `grpc-timeout`.
+    pub timeout: Duration,
+}
+
 /// Per-instance answers to "take another request?" and "when to give up?".
 pub struct InstancePolicy {
     component: String,
     reuse: ReusePolicy,
-    request_timeout: Duration,
     /// Counts this instance as live until its worker lets it go.
     tracked: Tracked,
 }
 
 impl WorkerState for InstancePolicy {
     type StoreData = InstanceState;
-    /// The request's component span, under which the guest's capability
-    /// calls (a publish, for one) are traced.
-    type RequestData = tracing::Span;
+    type RequestData = CallData;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.reuse.max_requests {
@@ -168,11 +174,11 @@ impl WorkerState for InstancePolicy {
     fn on_request_start(
         &self,
         mut store: StoreContextMut<'_, InstanceState>,
-        span: tracing::Span,
+        call: CallData,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        store.data_mut().trace_under(span);
-        Box::pin(tokio::time::sleep(self.request_timeout))
+        store.data_mut().trace_under(call.span);
+        Box::pin(tokio::time::sleep(call.timeout))
     }
 
     fn drop(&self, _store: Store<InstanceState>, result: wasmtime::Result<()>) {

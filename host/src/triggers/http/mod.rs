@@ -5,10 +5,12 @@
 //! `body_limit` the cap on request bodies (connections and their limits are
 //! [`crate::listener`]'s, shared with the ops listener); this file maps
 //! outcomes to status codes (no route 404, body too large 413, trap 500,
-//! overrun 504). It also serves service-chaining requests in-process, as
-//! outbound_http's `LocalDispatch`.
+//! overrun 504; `grpc` says the same in gRPC's terms to gRPC callers). It
+//! also serves service-chaining requests in-process, as outbound_http's
+//! `LocalDispatch`.
 
 mod body_limit;
+mod grpc;
 mod handler;
 mod live;
 pub mod routes;
@@ -41,7 +43,7 @@ use crate::listener::{self, ConnectionLimits};
 use crate::manifest::{App, HttpRoute};
 use crate::metrics::RouteMetrics;
 use crate::telemetry;
-use handler::ComponentInstances;
+use handler::{CallData, ComponentInstances};
 use live::LiveInstances;
 use routes::{Route, RouteMatch, Router};
 use tracing::Instrument;
@@ -190,27 +192,33 @@ impl HttpTrigger {
         if path == HEALTH_PATH {
             return text_response(StatusCode::OK, "OK");
         }
+        let grpc = grpc::Call::of(request.headers());
+        if grpc.is_some() && !grpc::carried_by(request.version()) {
+            return grpc::http1_refused();
+        }
         let Some(matched) = self.router.route(path) else {
             unrouted_metrics().record(StatusCode::NOT_FOUND.as_u16(), Duration::ZERO);
-            return empty_response(StatusCode::NOT_FOUND);
+            return refusal(StatusCode::NOT_FOUND, grpc);
         };
         let request =
             request.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
-        self.call(&matched, request, client).await
+        self.call(&matched, request, client, grpc).await
     }
 
     /// Runs `request` through the component of `matched`, mapping failures
-    /// to status codes; shared by inbound and chained requests.
+    /// to status codes (to gRPC statuses for a gRPC `call`); shared by
+    /// inbound and chained requests.
     async fn call(
         &self,
         matched: &RouteMatch<'_>,
         request: Request<WasiBody>,
         client: SocketAddr,
+        grpc: Option<grpc::Call>,
     ) -> Response<WasiBody> {
         let started = Instant::now();
         let span = server_span(matched, &request);
         let response = self
-            .call_component(matched, request, client)
+            .call_component(matched, request, client, grpc)
             .instrument(span.clone())
             .await;
         let status = response.status().as_u16();
@@ -224,27 +232,28 @@ impl HttpTrigger {
         matched: &RouteMatch<'_>,
         request: Request<WasiBody>,
         client: SocketAddr,
+        grpc: Option<grpc::Call>,
     ) -> Response<WasiBody> {
         let uri = request.uri().clone();
         let path = uri.path();
         let Some(component) = self.components.get(&matched.route.component) else {
-            return empty_response(StatusCode::NOT_FOUND);
+            return refusal(StatusCode::NOT_FOUND, grpc);
         };
         // Refused before it takes an admission slot or an instance.
         if body_limit::declared_over(request.headers(), component.max_request_body) {
             tracing::debug!(component = %matched.route.component, %path, "request body over max_request_body");
-            return empty_response(StatusCode::PAYLOAD_TOO_LARGE);
+            return refusal(StatusCode::PAYLOAD_TOO_LARGE, grpc);
         }
         let Ok(_running) = component.admission.admit().await else {
             tracing::debug!(component = %matched.route.component, %path, "overloaded: turned away");
-            return overloaded_response();
+            return refusal(StatusCode::SERVICE_UNAVAILABLE, grpc);
         };
         let handler = component.handler.load_full();
         let request = match guest_request(request, matched, client) {
             Ok(request) => request,
             Err(error) => {
                 tracing::debug!("bad request: {error:#}");
-                return empty_response(StatusCode::BAD_REQUEST);
+                return refusal(StatusCode::BAD_REQUEST, grpc);
             }
         };
         let (parts, body) = request.into_parts();
@@ -258,23 +267,28 @@ impl HttpTrigger {
         };
         // The instance policy holds the call's deadline (see `handler`), so
         // no second timer runs here.
+        let timeout = grpc::Call::deadline(grpc, handler.state().request_timeout());
         let called = Instant::now();
-        let outcome = handler.handle(span.clone(), request).instrument(span).await;
+        let call = CallData {
+            span: span.clone(),
+            timeout,
+        };
+        let outcome = handler.handle(call, request).instrument(span).await;
         // The guest's read of the body failed before it answered: whatever
         // it made of that (an error, a trap), the cause is the body's size.
         if overrun.happened() {
             tracing::debug!(component = %handler.state().id(), %path, "request body cut off at max_request_body");
-            return empty_response(StatusCode::PAYLOAD_TOO_LARGE);
+            return refusal(StatusCode::PAYLOAD_TOO_LARGE, grpc);
         }
         match outcome {
             Ok(response) => response,
-            Err(error) if timed_out(&error, called, handler.state().request_timeout()) => {
+            Err(error) if timed_out(&error, called, timeout) => {
                 tracing::warn!(component = %handler.state().id(), %path, "request timed out");
-                empty_response(StatusCode::GATEWAY_TIMEOUT)
+                refusal(StatusCode::GATEWAY_TIMEOUT, grpc)
             }
             Err(error) => {
                 tracing::error!(component = %handler.state().id(), %path, "request failed: {error:?}");
-                empty_response(StatusCode::INTERNAL_SERVER_ERROR)
+                refusal(StatusCode::INTERNAL_SERVER_ERROR, grpc)
             }
         }
     }
@@ -344,9 +358,10 @@ impl LocalDispatch for HttpTrigger {
                     &component_router
                 }
             };
+            let grpc = grpc::Call::of(request.headers());
             match router.route(&path) {
-                Some(matched) => Ok(self.call(&matched, request, CHAINED_CLIENT).await),
-                None => Ok(empty_response(StatusCode::NOT_FOUND)),
+                Some(matched) => Ok(self.call(&matched, request, CHAINED_CLIENT, grpc).await),
+                None => Ok(refusal(StatusCode::NOT_FOUND, grpc)),
             }
         })
     }
@@ -398,6 +413,16 @@ fn guest_request(
 fn path_match_header(name: &str) -> Result<HeaderName, http::header::InvalidHeaderName> {
     let name = name.replace('_', "-").to_ascii_lowercase();
     HeaderName::from_bytes(format!("spin-path-match-{name}").as_bytes())
+}
+
+/// What the host answers itself with `status`: to a gRPC call, the gRPC
+/// status that means the same.
+fn refusal(status: StatusCode, grpc: Option<grpc::Call>) -> Response<WasiBody> {
+    match (grpc, status) {
+        (Some(_), status) => grpc::status_response(grpc::code_for(status)),
+        (None, StatusCode::SERVICE_UNAVAILABLE) => overloaded_response(),
+        (None, status) => empty_response(status),
+    }
 }
 
 fn empty_response(status: StatusCode) -> Response<WasiBody> {
