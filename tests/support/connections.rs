@@ -62,14 +62,15 @@ pub async fn left_open(streams: &mut [TcpStream], deadline: Duration) -> usize {
 }
 
 /// Sends `request` (raw HTTP/1.1) and reads until the answer contains
-/// `ending`; returns what was read. Panics if the host closes the
-/// connection first or takes longer than 10 s.
+/// `ending` and, for a chunked answer, its last chunk; returns what was
+/// read. Panics if the host closes the connection first or takes longer
+/// than 10 s.
 pub async fn exchange(stream: &mut TcpStream, request: &[u8], ending: &str) -> String {
     stream.write_all(request).await.expect("send the request");
     let mut seen = Vec::new();
     let mut buffer = [0u8; 4096];
     let until = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&seen).contains(ending) {
+    while !answered(&String::from_utf8_lossy(&seen), ending) {
         let left = until.saturating_duration_since(Instant::now());
         let read = tokio::time::timeout(left, stream.read(&mut buffer))
             .await
@@ -89,4 +90,17 @@ pub async fn exchange(stream: &mut TcpStream, request: &[u8], ending: &str) -> S
         seen.extend_from_slice(&buffer[..read]);
     }
     String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// Whether `seen` holds a whole answer ending in `ending`. A chunked body's
+/// empty last chunk may come in a later write than the text before it; left
+/// unread, it would be taken for the start of the next answer.
+fn answered(seen: &str, ending: &str) -> bool {
+    let Some(at) = seen.find(ending) else {
+        return false;
+    };
+    let chunked = seen[..at]
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    !chunked || seen[at..].contains("\r\n0\r\n\r\n")
 }
