@@ -215,12 +215,11 @@ async fn place_all(
             Some(permits) => Some(permits.clone().acquire_owned().await?),
             None => None,
         };
-        if let Pacing::Open { rate } = pacing {
-            tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate)).await;
-        }
         let due = match pacing {
             Pacing::Open { rate } => {
-                (started + Duration::from_secs_f64(index as f64 / rate)).into_std()
+                let due = started + Duration::from_secs_f64(index as f64 / rate);
+                tokio::time::sleep_until(due).await;
+                due.into_std()
             }
             Pacing::Closed { .. } => Instant::now(),
         };
