@@ -11,6 +11,8 @@ mod spin_sdk_wit;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=../build-support/spin_sdk_wit.rs");
+    // `spindle new` embeds these (include_dir! does not tell cargo).
+    println!("cargo:rerun-if-changed=../templates");
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     spin_sdk_wit::copy_spin_sdk_wit(&manifest_dir);
     spin_sdk_wit::copy_wit_of(&manifest_dir, 5, "spin-sdk-5");

@@ -5,10 +5,13 @@
 
 mod build;
 mod deploy;
+mod new;
+mod templates;
 mod up;
 
 pub use build::BuildCommand;
 pub use deploy::DeployCommand;
+pub use new::{AddCommand, NewCommand};
 pub use up::UpCommand;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -33,6 +36,10 @@ enum Command {
     Build(BuildCommand),
     /// Replace one component of a running host.
     Deploy(DeployCommand),
+    /// Create a new app from a template.
+    New(NewCommand),
+    /// Add a component from a template to an existing app.
+    Add(AddCommand),
 }
 
 /// How the host writes its own log lines.
@@ -51,6 +58,8 @@ impl Cli {
             Command::Up(up) => up.run(),
             Command::Build(build) => build.run(),
             Command::Deploy(deploy) => deploy.run(),
+            Command::New(new) => new.run(),
+            Command::Add(add) => add.run(),
         }
     }
 }
