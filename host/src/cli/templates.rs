@@ -123,6 +123,12 @@ impl Placeholders {
                 format!("workdir = \"{}\"", self.name),
             ),
         };
+        // An empty `{{workdir}}` takes its line with it.
+        let text = if workdir.is_empty() {
+            text.replace("{{workdir}}\n", "")
+        } else {
+            text.to_owned()
+        };
         text.replace("{{name}}", &self.name)
             .replace("{{name_snake}}", &snake)
             .replace("{{route}}", &route)
