@@ -114,30 +114,38 @@ async fn assert_greets(spindle: &Spindle, path: &str, name: &str) {
     );
 }
 
+/// Makes `name` from an HTTP `template`, builds it, warms the compile cache
+/// with its `wasm` when the build leaves it outside cargo's target, and
+/// checks it greets on `path`.
+async fn greets_once_built(template: &str, name: &str, wasm: Option<&str>, path: &str) {
+    let app = new_app(template, name);
+    build(&app);
+    if let Some(wasm) = wasm {
+        support::js::warm_shared_compile_cache(&app.dir().join(wasm));
+    }
+    let spindle = app.start();
+    assert_greets(&spindle, path, name).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn http_rust_answers_with_a_greeting() {
-    let app = new_app("http-rust", "hello-rust");
-    build(&app);
-    let spindle = app.start();
-    assert_greets(&spindle, "/anything", "hello-rust").await;
+    greets_once_built("http-rust", "hello-rust", None, "/anything").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http_ts_answers_with_a_greeting() {
-    let app = new_app("http-ts", "hello-ts");
-    build(&app);
-    support::js::warm_shared_compile_cache(&app.dir().join("dist/hello-ts.wasm"));
-    let spindle = app.start();
-    assert_greets(&spindle, "/from/ts", "hello-ts").await;
+    greets_once_built(
+        "http-ts",
+        "hello-ts",
+        Some("dist/hello-ts.wasm"),
+        "/from/ts",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http_py_answers_with_a_greeting() {
-    let app = new_app("http-py", "hello-py");
-    build(&app);
-    support::js::warm_shared_compile_cache(&app.dir().join("hello_py.wasm"));
-    let spindle = app.start();
-    assert_greets(&spindle, "/from/py", "hello-py").await;
+    greets_once_built("http-py", "hello-py", Some("hello_py.wasm"), "/from/py").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
