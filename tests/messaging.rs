@@ -287,6 +287,87 @@ async fn request_reply_on_nats() {
     request_reply(Broker::Nats).await;
 }
 
+// --- several messages at once in one instance ------------------------------
+
+/// The most `together` messages one instance ran at once, from the replies
+/// (`<body> <most>`) to bodies `0..n`, each checked to answer its own message.
+fn most_at_once(replies: &[String]) -> usize {
+    replies
+        .iter()
+        .enumerate()
+        .map(|(sent, reply)| {
+            let (body, most) = reply
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("reply {reply:?}"));
+            assert_eq!(body, sent.to_string(), "each message gets its own reply");
+            most.parse::<usize>().expect("a count")
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn one_instance_handles_several_messages_at_once_in_process() {
+    let app = MessagingApp::new(Broker::InProcess, "", None);
+    let spindle = app.start();
+    let path = format!("/request/{}", app.subject("together"));
+    let bodies: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+    let requests = bodies.iter().map(|body| spindle.post(&path, body));
+    let replies: Vec<String> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|reply| {
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            reply.body
+        })
+        .collect();
+    let most = most_at_once(&replies);
+    assert!(
+        most >= 2,
+        "one instance ran {most} message at a time: {replies:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_instance_handles_several_messages_at_once_on_nats_each_in_its_own_trace() {
+    let app = MessagingApp::new(Broker::Nats, "", None);
+    let _spindle = app.start();
+    let client = nats_client().await;
+    let subject = app.subject("together");
+    let trace_ids: Vec<String> = (0..8)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    let requests = trace_ids.iter().enumerate().map(|(i, trace_id)| {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            format!("00-{trace_id}-b7ad6b7169203331-01").as_str(),
+        );
+        client.request_with_headers(subject.clone(), headers, i.to_string().into())
+    });
+    let replies = futures::future::join_all(requests).await;
+    let mut bodies = Vec::new();
+    for (reply, trace_id) in replies.into_iter().zip(&trace_ids) {
+        let reply = reply.expect("the component answers every request");
+        let traceparent = reply
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("traceparent"))
+            .map(|value| value.as_str().to_string())
+            .unwrap_or_default();
+        assert!(
+            traceparent.contains(trace_id.as_str()),
+            "the reply continues its own request's trace {trace_id}: {traceparent}"
+        );
+        bodies.push(String::from_utf8_lossy(&reply.payload).into_owned());
+    }
+    let most = most_at_once(&bodies);
+    assert!(
+        most >= 2,
+        "one instance ran {most} message at a time: {bodies:?}"
+    );
+}
+
 // --- wildcards -----------------------------------------------------------
 
 async fn wildcard_subjects(broker: Broker) {

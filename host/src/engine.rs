@@ -15,7 +15,7 @@ use std::time::Duration;
 // wasmtime 48 has its own error type; its `Context` also covers std errors,
 // and `?` turns the result into `anyhow` at the function boundary.
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{Component, GuestTaskId, InstancePre, Linker, ResourceTable};
 use wasmtime::error::Context;
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -24,6 +24,8 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::bus::{Message, TRACEPARENT_HEADER};
+use crate::calls::{Begun, Call, Calls, HandledMessage};
 use crate::capabilities::{
     self, AppCapabilities, key_value, messaging, outbound_http, postgres, redis, sql, sqlite,
     variables,
@@ -194,6 +196,8 @@ pub struct InstanceState {
     pub(crate) messaging: messaging::InstanceState,
     /// Outbound `wasi:http` policy and service chaining.
     pub(crate) outbound_http: outbound_http::InstanceState,
+    /// The calls running in the instance, as the capabilities trace them.
+    calls: Calls,
 }
 
 impl InstanceState {
@@ -214,6 +218,7 @@ impl InstanceState {
         }
         capabilities.files.preopen(id, &mut wasi);
         capabilities.sockets.configure_wasi(id, &mut wasi);
+        let calls = Calls::default();
         let memory_limit = component
             .spindle
             .memory_limit
@@ -226,25 +231,58 @@ impl InstanceState {
                 .memory_size(memory_limit as usize)
                 .build(),
             variables: capabilities.variables.instance_state(id),
-            key_value: capabilities.key_value.instance_state(id),
+            key_value: capabilities.key_value.instance_state(id, &calls),
             sqlite: capabilities.sqlite.instance_state(id),
             postgres: capabilities.postgres.instance_state(id),
             redis: capabilities.redis.instance_state(id),
             mqtt: capabilities.mqtt.instance_state(id),
             mysql: capabilities.mysql.instance_state(id),
-            sql: capabilities.sql.instance_state(id),
-            messaging: capabilities.messaging.instance_state(id),
+            sql: capabilities.sql.instance_state(id, &calls),
+            messaging: capabilities.messaging.instance_state(id, &calls),
             outbound_http: capabilities.outbound_http.instance_state(id),
+            calls,
         }
     }
 
     /// Traces the capability calls made from now on under `span` (the
-    /// component call running in this instance).
+    /// component call started last in this instance), where the call they
+    /// come from is not known.
     pub fn trace_under(&mut self, span: tracing::Span) {
-        self.key_value.call_span = span.clone();
-        self.sql.call_span = span.clone();
         self.outbound_http.call_span = span.clone();
-        self.messaging.trace_under(span);
+        self.calls.set_latest(Call {
+            span,
+            message: None,
+        });
+    }
+
+    /// Records export call `task`, started to handle `message`: its
+    /// capability calls are traced under `span`, and it may answer the
+    /// message's reply subject.
+    pub fn begin_message(
+        &mut self,
+        task: GuestTaskId,
+        message: &Message,
+        span: tracing::Span,
+    ) -> Begun {
+        // wasi:http has no way to name the task: its requests go under the
+        // latest call.
+        self.outbound_http.call_span = span.clone();
+        let handled = HandledMessage {
+            reply_to: message.reply_to.clone(),
+            traceparent: message.header(TRACEPARENT_HEADER).map(str::to_owned),
+        };
+        self.calls.begin(
+            task,
+            Call {
+                span,
+                message: Some(Arc::new(handled)),
+            },
+        )
+    }
+
+    /// Forgets export call `task`, begun as `begun`: it returned.
+    pub fn end_message(&mut self, task: GuestTaskId, begun: Begun) {
+        self.calls.end(task, begun);
     }
 
     /// The `wasi:http` view the HTTP trigger hands to wasmtime-wasi-http.

@@ -22,6 +22,7 @@
 //!   the ops listeners.
 
 pub mod bus;
+pub mod calls;
 pub mod capabilities;
 pub mod cli;
 pub mod componentize;

@@ -5,7 +5,9 @@
 //! (`[component.x.tool.spindle] allowed_publish = ["order.*"]`), plus the
 //! reply subject of the message it is handling. Every message leaves with a
 //! `spindle-message-id` and a W3C `traceparent` continuing the trace of the
-//! message being handled, when there is one.
+//! message being handled, when there is one. An instance handling several
+//! messages at once tells them apart by the guest call publishing
+//! ([`crate::calls`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use tracing::Instrument;
 use wasmtime::component::{Accessor, HasData, Linker};
 
 use crate::bus::{self, Bus, PublishError, RequestError, TRACEPARENT_HEADER};
+use crate::calls::{self, Call, Calls};
 use crate::manifest::App;
 use crate::platform::Message;
 use crate::platform::messaging::{self as wit, Error};
@@ -45,12 +48,11 @@ impl AppState {
     }
 
     /// What an instance of `component` may publish to.
-    pub fn instance_state(&self, component: &str) -> InstanceState {
+    pub fn instance_state(&self, component: &str, calls: &Calls) -> InstanceState {
         InstanceState {
             bus: self.bus.clone(),
             allowed: self.allowed.get(component).cloned().unwrap_or_default(),
-            handling: None,
-            call_span: tracing::Span::none(),
+            calls: calls.clone(),
         }
     }
 }
@@ -59,41 +61,18 @@ impl AppState {
 pub struct InstanceState {
     bus: Bus,
     allowed: Arc<[String]>,
-    handling: Option<Handling>,
-    /// The span of the call now running, parent of publish spans. An
-    /// instance serving several requests at once traces its publishes under
-    /// the latest one: host calls do not say which guest task made them.
-    call_span: tracing::Span,
-}
-
-/// What the instance knows about the message it was started for.
-struct Handling {
-    reply_to: Option<String>,
-    traceparent: Option<String>,
+    /// The running calls: their spans, and the messages they handle.
+    calls: Calls,
 }
 
 impl InstanceState {
-    /// Marks the instance as handling `message`: it may answer its reply
-    /// subject, and what it publishes continues its trace.
-    pub fn handling(&mut self, message: &bus::Message) {
-        self.handling = Some(Handling {
-            reply_to: message.reply_to.clone(),
-            traceparent: message.header(TRACEPARENT_HEADER).map(str::to_owned),
-        });
-    }
-
-    /// Traces what the instance publishes from now on under `span`.
-    pub fn trace_under(&mut self, span: tracing::Span) {
-        self.call_span = span;
-    }
-
     /// The span of one publish or request, under the running call's span.
-    fn span(&self, operation: &'static str, subject: &str) -> tracing::Span {
+    fn span(call: &Call, operation: &'static str, subject: &str) -> tracing::Span {
         if !telemetry::traces_on() {
             return tracing::Span::none();
         }
         tracing::info_span!(
-            parent: self.call_span.id(),
+            parent: call.span.id(),
             "messaging.publish",
             otel.name = %format!("{operation} {subject}"),
             otel.kind = "producer",
@@ -103,7 +82,8 @@ impl InstanceState {
         )
     }
 
-    fn may_publish(&self, subject: &str) -> Result<(), Error> {
+    /// Whether `call` may publish to `subject`.
+    fn may_publish(&self, call: &Call, subject: &str) -> Result<(), Error> {
         if !bus::is_literal_subject(subject) {
             return Err(Error::Other(format!(
                 "`{subject}` is not a subject one can publish to (dot-separated tokens, no wildcards)"
@@ -112,10 +92,10 @@ impl InstanceState {
         // The sender chose the reply subject: it may name the broker's own
         // API (`$JS.API.*`, `$JS.ACK.*`, `$SYS.*`), which no handler may use.
         let is_reply = !subject.starts_with('$')
-            && self
-                .handling
+            && call
+                .message
                 .as_ref()
-                .and_then(|handling| handling.reply_to.as_deref())
+                .and_then(|handled| handled.reply_to.as_deref())
                 == Some(subject);
         if is_reply
             || self
@@ -133,9 +113,9 @@ impl InstanceState {
 
     /// `message` with a message id and trace context added when missing:
     /// the context of `span` when traces are on, else a continuation of
-    /// the handled message's `traceparent`.
+    /// the `traceparent` of the message `call` handles.
     fn outgoing(
-        &self,
+        call: &Call,
         span: &tracing::Span,
         subject: String,
         body: Vec<u8>,
@@ -149,10 +129,10 @@ impl InstanceState {
         };
         if message.header(TRACEPARENT_HEADER).is_none() {
             let traceparent = telemetry::traceparent(span).unwrap_or_else(|| {
-                let parent = self
-                    .handling
+                let parent = call
+                    .message
                     .as_ref()
-                    .and_then(|h| h.traceparent.as_deref());
+                    .and_then(|handled| handled.traceparent.as_deref());
                 child_traceparent(parent)
             });
             message
@@ -206,11 +186,13 @@ fn prepare<T>(
     headers: Vec<(String, String)>,
 ) -> Result<Prepared, Error> {
     accessor.with(|mut access| {
+        let task = calls::root_task(&mut access);
         let state = access.get();
-        state.may_publish(&subject)?;
+        let call = state.calls.of(task);
+        state.may_publish(&call, &subject)?;
         bus::check_headers(&headers).map_err(|invalid| Error::Other(invalid.to_string()))?;
-        let span = state.span(operation, &subject);
-        let message = state.outgoing(&span, subject, body, headers);
+        let span = InstanceState::span(&call, operation, &subject);
+        let message = InstanceState::outgoing(&call, &span, subject, body, headers);
         Ok(Prepared {
             bus: state.bus.clone(),
             message,
@@ -272,50 +254,67 @@ pub fn to_guest(message: bus::Message) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calls::HandledMessage;
 
     fn state(allowed: &[&str]) -> InstanceState {
         InstanceState {
             bus: Bus::InProcess(bus::InProcessBus::default()),
             allowed: allowed.iter().map(|s| s.to_string()).collect(),
-            handling: None,
-            call_span: tracing::Span::none(),
+            calls: Calls::default(),
+        }
+    }
+
+    fn handling(reply_to: Option<&str>, traceparent: Option<&str>) -> Call {
+        Call {
+            span: tracing::Span::none(),
+            message: Some(Arc::new(HandledMessage {
+                reply_to: reply_to.map(str::to_owned),
+                traceparent: traceparent.map(str::to_owned),
+            })),
         }
     }
 
     #[test]
     fn only_allowed_subjects_and_the_reply_subject_may_be_published_to() {
-        let mut state = state(&["order.*"]);
-        assert!(state.may_publish("order.created").is_ok());
+        let state = state(&["order.*"]);
+        let call = Call::default();
+        assert!(state.may_publish(&call, "order.created").is_ok());
         assert!(matches!(
-            state.may_publish("user.created"),
+            state.may_publish(&call, "user.created"),
             Err(Error::SubjectDenied(_))
         ));
-        assert!(matches!(state.may_publish("order.*"), Err(Error::Other(_))));
-        state.handling(&bus::Message {
-            reply_to: Some("_INBOX.abc".into()),
-            ..bus::Message::default()
-        });
-        assert!(state.may_publish("_INBOX.abc").is_ok());
         assert!(matches!(
-            state.may_publish("_INBOX.other"),
+            state.may_publish(&call, "order.*"),
+            Err(Error::Other(_))
+        ));
+        let call = handling(Some("_INBOX.abc"), None);
+        assert!(state.may_publish(&call, "_INBOX.abc").is_ok());
+        assert!(matches!(
+            state.may_publish(&call, "_INBOX.other"),
+            Err(Error::SubjectDenied(_))
+        ));
+        // Another message's call may not answer this one's reply subject.
+        let other = handling(Some("_INBOX.xyz"), None);
+        assert!(matches!(
+            state.may_publish(&other, "_INBOX.abc"),
             Err(Error::SubjectDenied(_))
         ));
     }
 
     #[test]
     fn a_reply_subject_naming_the_broker_api_is_refused() {
-        let mut state = state(&["order.*"]);
+        let state = state(&["order.*"]);
         for reply_to in [
             "$JS.API.STREAM.DELETE.ORDERS",
             "$JS.ACK.ORDERS.saga.1.2.3.4.5",
             "$SYS.REQ.SERVER.PING",
         ] {
-            state.handling(&bus::Message {
-                reply_to: Some(reply_to.into()),
-                ..bus::Message::default()
-            });
+            let call = handling(Some(reply_to), None);
             assert!(
-                matches!(state.may_publish(reply_to), Err(Error::SubjectDenied(_))),
+                matches!(
+                    state.may_publish(&call, reply_to),
+                    Err(Error::SubjectDenied(_))
+                ),
                 "{reply_to}"
             );
         }
@@ -332,12 +331,9 @@ mod tests {
         assert_ne!(child, parent);
         let fresh = child_traceparent(None);
         assert_eq!(fresh.len(), parent.len());
-        let mut state = state(&[">"]);
-        state.handling(&bus::Message {
-            headers: vec![("traceparent".into(), parent.into())],
-            ..bus::Message::default()
-        });
-        let message = state.outgoing(&tracing::Span::none(), "a.b".into(), vec![], vec![]);
+        let call = handling(None, Some(parent));
+        let message =
+            InstanceState::outgoing(&call, &tracing::Span::none(), "a.b".into(), vec![], vec![]);
         assert!(
             message
                 .header("traceparent")

@@ -29,6 +29,7 @@ use wasmtime::component::{
 };
 
 use super::{HostSettings, View};
+use crate::calls::{self, Calls};
 use crate::engine;
 use crate::manifest::{App, KeyValueStoreConfig, RuntimeConfig};
 
@@ -193,11 +194,11 @@ impl AppState {
     }
 
     /// The stores `component` may open.
-    pub fn instance_state(&self, component: &str) -> InstanceState {
+    pub fn instance_state(&self, component: &str, calls: &Calls) -> InstanceState {
         InstanceState {
             granted: self.grants.get(component).cloned().unwrap_or_default(),
             stores: self.stores.clone(),
-            call_span: tracing::Span::none(),
+            calls: calls.clone(),
         }
     }
 }
@@ -206,8 +207,8 @@ impl AppState {
 pub struct InstanceState {
     granted: Arc<HashSet<String>>,
     stores: Arc<HashMap<String, Arc<dyn Store>>>,
-    /// The running call's span, parent of each operation's.
-    pub(crate) call_span: tracing::Span,
+    /// The running calls, whose spans are the parents of their operations'.
+    calls: Calls,
 }
 
 impl InstanceState {
@@ -277,6 +278,18 @@ pub struct OpenStore {
 
 impl wit::Host for View<'_, InstanceState> {}
 
+/// The open store behind `handle` and the span of the guest call using it.
+fn store_and_span<T>(
+    accessor: &Accessor<T, KeyValue>,
+    handle: &Resource<OpenStore>,
+) -> wasmtime::Result<(OpenStore, tracing::Span)> {
+    accessor.with(|mut access| {
+        let task = calls::root_task(&mut access);
+        let view = access.get();
+        Ok((view.resource(handle)?, view.state.calls.of(task).span))
+    })
+}
+
 impl wit::HostStore for View<'_, InstanceState> {
     fn drop(&mut self, handle: Resource<OpenStore>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
@@ -304,10 +317,7 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         handle: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let (store, call) = accessor.with(|mut access| {
-            let view = access.get();
-            Ok::<_, wasmtime::Error>((view.resource(&handle)?, view.state.call_span.clone()))
-        })?;
+        let (store, call) = store_and_span(accessor, &handle)?;
         let span = crate::capability_span!(call, "key_value.get", otel.name = "key-value get", store = %store.label);
         let result = store.backend.get(&key).instrument(span).await;
         Ok(result.map_err(to_guest_error))
@@ -319,10 +329,7 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let (store, call) = accessor.with(|mut access| {
-            let view = access.get();
-            Ok::<_, wasmtime::Error>((view.resource(&handle)?, view.state.call_span.clone()))
-        })?;
+        let (store, call) = store_and_span(accessor, &handle)?;
         let span = crate::capability_span!(call, "key_value.set", otel.name = "key-value set", store = %store.label);
         let result = store.backend.set(&key, &value).instrument(span).await;
         Ok(result.map_err(to_guest_error))
@@ -333,10 +340,7 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         handle: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let (store, call) = accessor.with(|mut access| {
-            let view = access.get();
-            Ok::<_, wasmtime::Error>((view.resource(&handle)?, view.state.call_span.clone()))
-        })?;
+        let (store, call) = store_and_span(accessor, &handle)?;
         let span = crate::capability_span!(call, "key_value.delete", otel.name = "key-value delete", store = %store.label);
         let result = store.backend.delete(&key).instrument(span).await;
         Ok(result.map_err(to_guest_error))
@@ -347,10 +351,7 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         handle: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let (store, call) = accessor.with(|mut access| {
-            let view = access.get();
-            Ok::<_, wasmtime::Error>((view.resource(&handle)?, view.state.call_span.clone()))
-        })?;
+        let (store, call) = store_and_span(accessor, &handle)?;
         let span = crate::capability_span!(call, "key_value.exists", otel.name = "key-value exists", store = %store.label);
         let result = store.backend.exists(&key).instrument(span).await;
         Ok(result.map_err(to_guest_error))
@@ -360,10 +361,7 @@ impl<T> wit::HostStoreWithStore<T> for KeyValue {
         accessor: &Accessor<T, Self>,
         handle: Resource<OpenStore>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
-        let (store, call) = accessor.with(|mut access| {
-            let view = access.get();
-            Ok::<_, wasmtime::Error>((view.resource(&handle)?, view.state.call_span.clone()))
-        })?;
+        let (store, call) = store_and_span(accessor, &handle)?;
         let span = crate::capability_span!(call, "key_value.get_keys", otel.name = "key-value get-keys", store = %store.label);
         // The listing runs as its own task, so it outlives this call and
         // keeps reading while the guest consumes the stream; the bounded
@@ -556,14 +554,16 @@ mod tests {
             AppState::configure(&app("[\"default\"]"), &RuntimeConfig::default(), &settings)
                 .await
                 .expect("configure");
-        let instance = state.instance_state("c");
+        let instance = state.instance_state("c", &Calls::default());
         assert!(instance.backend("default").is_ok());
         assert!(matches!(
             instance.backend("other"),
             Err(Error::AccessDenied)
         ));
         assert!(matches!(
-            state.instance_state("unknown").backend("default"),
+            state
+                .instance_state("unknown", &Calls::default())
+                .backend("default"),
             Err(Error::AccessDenied)
         ));
         assert!(dir.path().join(DEFAULT_FILE).is_file());

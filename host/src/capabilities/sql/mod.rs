@@ -26,6 +26,7 @@ use wasmtime::component::{Accessor, HasData, Linker, Resource};
 
 use super::{HostSettings, View, sqlite_guard};
 use crate::bus::{self, Bus, Message, TRACEPARENT_HEADER};
+use crate::calls::{self, Calls};
 use crate::engine;
 use crate::manifest::{App, Component, RuntimeConfig};
 use crate::telemetry;
@@ -151,10 +152,10 @@ impl AppState {
     }
 
     /// The database `component` may use, if it declared one.
-    pub fn instance_state(&self, component: &str) -> InstanceState {
+    pub fn instance_state(&self, component: &str, calls: &Calls) -> InstanceState {
         InstanceState {
             database: self.databases.get(component).cloned(),
-            call_span: tracing::Span::none(),
+            calls: calls.clone(),
         }
     }
 }
@@ -252,8 +253,8 @@ fn migrations_folder(app: &App, component: &Component) -> Option<PathBuf> {
 /// One instance's access: its component's database, if any.
 pub struct InstanceState {
     database: Option<Arc<ComponentDatabase>>,
-    /// The running call's span, parent of each statement's.
-    pub(crate) call_span: tracing::Span,
+    /// The running calls, whose spans are the parents of their statements'.
+    calls: Calls,
 }
 
 /// An open transaction as the guest holds it. `open` is taken while a call
@@ -390,7 +391,7 @@ impl<T> wit::HostTransactionWithStore<T> for Sql {
         body: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let call = accessor.with(|mut access| access.get().state.call_span.clone());
+        let call = call_span(accessor);
         let span = crate::capability_span!(
             call,
             "sql.publish",
@@ -490,9 +491,17 @@ async fn with_open<T, R>(
     })
 }
 
+/// The span of the guest call making a host call.
+fn call_span<T>(accessor: &Accessor<T, Sql>) -> tracing::Span {
+    accessor.with(|mut access| {
+        let task = calls::root_task(&mut access);
+        access.get().state.calls.of(task).span
+    })
+}
+
 /// The span of one statement, named by its kind (`SELECT`, `INSERT`, ...).
 fn statement_span<T>(accessor: &Accessor<T, Sql>, statement: &str) -> tracing::Span {
-    let call = accessor.with(|mut access| access.get().state.call_span.clone());
+    let call = call_span(accessor);
     let kind = statement_kind(statement);
     crate::capability_span!(
         call,

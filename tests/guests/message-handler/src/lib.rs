@@ -7,12 +7,17 @@
 //! - `lines`: refuses it with a reason of two lines;
 //! - `trap`: traps (a Rust panic) on every delivery;
 //! - `flaky`: asks for a retry on its first two deliveries, then records it;
+//! - `together`: waits 300 ms, then answers `<body> <n>` on its reply
+//!   subject, `n` being the most `together` messages its instance ran at
+//!   once;
 //! - anything else: records it once per `spindle-message-id` (its own dedupe),
 //!   with its trace context, the `replica` variable and any dead-letter reason.
 //!
 //! HTTP: `GET /slow` answers after 100 ms; `POST /publish/<subject>` publishes the body, `POST
 //! /request/<subject>` sends it as a request and answers with the reply,
 //! `GET /handled` lists what was recorded and counts deliveries and effects.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 use spin_sdk::http::body::IncomingBodyExt;
@@ -42,6 +47,7 @@ impl Guest for Handler {
                     .await
                     .map_err(|error| HandlerError::Reject(format!("{error:?}")))
             }
+            "together" => together(message.reply_to, &body).await,
             "reject" => Err(HandlerError::Reject(format!("cannot take {body}"))),
             "lines" => Err(HandlerError::Reject("first line\nsecond line".into())),
             "trap" => panic!("deliberate trap\nwith a second line"),
@@ -64,6 +70,23 @@ impl Guest for Handler {
 }
 
 export!(Handler);
+
+/// `together` messages running in this instance now, and the most at once.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static MOST_AT_ONCE: AtomicUsize = AtomicUsize::new(0);
+
+async fn together(reply_to: Option<String>, body: &str) -> Result<(), HandlerError> {
+    let reply_to = reply_to.ok_or_else(|| HandlerError::Reject("needs a reply subject".into()))?;
+    let running = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST_AT_ONCE.fetch_max(running, Ordering::SeqCst);
+    // Long enough for the messages sent with this one to arrive meanwhile.
+    spin_sdk::time::sleep(std::time::Duration::from_millis(300)).await;
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    let reply = format!("{body} {}", MOST_AT_ONCE.load(Ordering::SeqCst));
+    messaging::publish(reply_to, reply.into_bytes(), Vec::new())
+        .await
+        .map_err(|error| HandlerError::Reject(format!("{error:?}")))
+}
 
 fn retry(error: String) -> HandlerError {
     eprintln!("message-handler: {error}");
