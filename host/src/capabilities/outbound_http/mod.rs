@@ -217,7 +217,8 @@ async fn send_with_policy(
     span: tracing::Span,
     send: impl Fn(Request<WasiBody>) -> BoxFuture<'static, SendResult>,
 ) -> SendResult {
-    if policy.retries == 0 || !resilience::is_retryable(&request) {
+    if policy.retries == 0 || !(resilience::is_retryable(&request) || resilience::is_grpc(&request))
+    {
         return attempt(send(request), policy.timeout, &breaker, &outcomes, &span).await;
     }
     // Read the body once, so that each attempt sends the same bytes.
@@ -242,7 +243,9 @@ async fn send_with_policy(
         )
         .await;
         let worth_another = match &outcome {
-            Ok((response, _)) => resilience::is_retryable_status(response.status()),
+            Ok((response, _)) => {
+                resilience::is_retryable_response(response.status(), response.headers())
+            }
             // An open breaker stays open for longer than a backoff.
             Err(wasmtime_wasi_http::Error::DestinationUnavailable) => false,
             Err(_) => true,
@@ -257,7 +260,8 @@ async fn send_with_policy(
 }
 
 /// One attempt: refused at once by an open breaker; otherwise sent, timed
-/// and its outcome counted (a 5xx answer counts as a failure).
+/// and its outcome counted (a 5xx answer or a gRPC UNAVAILABLE counts as a
+/// failure).
 async fn attempt(
     sent: BoxFuture<'static, SendResult>,
     timeout: Duration,
@@ -276,7 +280,7 @@ async fn attempt(
     };
     let outcome = match tokio::time::timeout(timeout, sent).await {
         Ok(Ok((response, io))) => {
-            let ok = !response.status().is_server_error();
+            let ok = !resilience::is_failed_response(response.status(), response.headers());
             call.record(ok);
             outcomes.count(if ok { "ok" } else { "failed" });
             Ok((response, io))

@@ -142,6 +142,50 @@ pub fn is_retryable_status(status: StatusCode) -> bool {
     )
 }
 
+/// The gRPC status code UNAVAILABLE: the service could not take the call,
+/// so the call was not processed and may be sent again.
+pub const GRPC_UNAVAILABLE: u32 = 14;
+
+/// Whether a request is a gRPC call (`content-type: application/grpc...`).
+/// gRPC calls are POSTs, yet safe to send again when the answer says the
+/// service never took them (UNAVAILABLE).
+pub fn is_grpc(request: &Request<WasiBody>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"))
+}
+
+/// The `grpc-status` of a trailers-only gRPC answer (carried in the
+/// headers), if there is one.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether an answer is worth another attempt: a gRPC UNAVAILABLE, or
+/// (without a gRPC status) one of the statuses of [`is_retryable_status`].
+/// Other gRPC statuses (DEADLINE_EXCEEDED, INTERNAL, ...) are not retried:
+/// the call may have run.
+pub fn is_retryable_response(status: StatusCode, headers: &http::HeaderMap) -> bool {
+    match grpc_status(headers) {
+        Some(code) => code == GRPC_UNAVAILABLE,
+        None => is_retryable_status(status),
+    }
+}
+
+/// Whether an answer counts as a failure for the breaker: a 5xx, or a gRPC
+/// UNAVAILABLE sent with HTTP 200.
+pub fn is_failed_response(status: StatusCode, headers: &http::HeaderMap) -> bool {
+    status.is_server_error() || grpc_status(headers) == Some(GRPC_UNAVAILABLE)
+}
+
 /// How long to wait before retry number `retry` (1-based): a random time up
 /// to an exponentially growing cap ("full jitter").
 pub fn backoff(retry: u32) -> Duration {
@@ -444,6 +488,52 @@ fn closed() -> State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn grpc_headers(code: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from_str(code).expect("header value"),
+        );
+        headers
+    }
+
+    #[test]
+    fn a_grpc_unavailable_is_retried_and_fails_the_breaker() {
+        let unavailable = grpc_headers("14");
+        assert!(is_retryable_response(StatusCode::OK, &unavailable));
+        assert!(is_failed_response(StatusCode::OK, &unavailable));
+    }
+
+    #[test]
+    fn other_grpc_statuses_are_not_retried() {
+        // DEADLINE_EXCEEDED, NOT_FOUND, INTERNAL: the call may have run.
+        for code in ["4", "5", "13"] {
+            let headers = grpc_headers(code);
+            assert!(!is_retryable_response(StatusCode::OK, &headers), "{code}");
+            assert!(!is_failed_response(StatusCode::OK, &headers), "{code}");
+        }
+        let ok = grpc_headers("0");
+        assert!(!is_retryable_response(StatusCode::OK, &ok));
+        assert!(!is_failed_response(StatusCode::OK, &ok));
+    }
+
+    #[test]
+    fn answers_without_grpc_status_are_classified_by_http_status() {
+        let none = http::HeaderMap::new();
+        assert!(is_retryable_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &none
+        ));
+        assert!(is_failed_response(StatusCode::INTERNAL_SERVER_ERROR, &none));
+        assert!(!is_retryable_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &none
+        ));
+        assert!(!is_failed_response(StatusCode::OK, &none));
+        // A garbled grpc-status is no gRPC status.
+        assert!(!is_failed_response(StatusCode::OK, &grpc_headers("x")));
+    }
 
     fn policy(failures: u32, cooldown: Duration) -> Policy {
         Policy {
