@@ -2,6 +2,8 @@
 //! reach, in Spin's syntax. Pure and shared by every capability that
 //! connects somewhere (outbound HTTP, PostgreSQL, sockets). A host is a
 //! name, `*.domain`, `*`, an IP address or an IP range (`10.0.0.0/8`).
+//! Spindle adds one scheme, `http+h2c`: a permission for `http` that also
+//! says the host speaks HTTP/2 with prior knowledge (see [`H2C_SCHEME`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,6 +34,14 @@ pub fn render_all(app: &App, variables: &variables::AppState) -> anyhow::Result<
 
 /// The host name that addresses the app itself (routed by path).
 pub const SELF_HOST: &str = "self";
+
+/// `http+h2c://host[:port]`: the guest still writes `http://host`, and the
+/// host speaks HTTP/2 with prior knowledge (h2c) to it instead of HTTP/1.1,
+/// so gRPC trailers pass. Such an entry is an `http` permission too (a
+/// permission for more is one for less): it allows `http://host`, on `http`'s
+/// default port 80 unless one is written. Spin has no such scheme, so a Spin
+/// manifest never means anything else by it.
+pub const H2C_SCHEME: &str = "http+h2c";
 
 /// A component's `allowed_outbound_hosts`, parsed: the pure policy that
 /// decides whether a `scheme://host:port` may be reached. Spin's syntax and
@@ -76,6 +86,17 @@ impl AllowedHosts {
         self.0.iter().any(|entry| entry.allows(scheme, &host, port))
     }
 
+    /// Whether `scheme://host[:port]` goes over h2c: it is `http` and an
+    /// `http+h2c` entry allows it. Such an entry wins over a plain `http`
+    /// one for the same host, since it says how the host speaks, not only
+    /// that it may be reached; a request nothing allows is never h2c.
+    pub fn wants_h2c(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
+        let host = normalize_host(host);
+        self.0
+            .iter()
+            .any(|entry| entry.h2c && entry.allows(scheme, &host, port))
+    }
+
     /// Whether nothing is allowed at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -100,8 +121,10 @@ impl AllowedHosts {
 /// possibly a wildcard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct AllowedHost {
-    /// `None` for `*://`.
+    /// `None` for `*://`; `http` for `http+h2c://`.
     scheme: Option<String>,
+    /// Written `http+h2c://`: reached over HTTP/2 with prior knowledge.
+    h2c: bool,
     host: HostPattern,
     port: PortPattern,
 }
@@ -182,6 +205,7 @@ impl AllowedHost {
             // Spin's older spelling of `*://*:*`.
             return Ok(Self {
                 scheme: None,
+                h2c: false,
                 host: HostPattern::Any,
                 port: PortPattern::Any,
             });
@@ -189,12 +213,17 @@ impl AllowedHost {
         let Some((scheme, rest)) = entry.split_once("://") else {
             bail!("needs a scheme, like `https://` or `*://`");
         };
+        let h2c = scheme.eq_ignore_ascii_case(H2C_SCHEME);
         let scheme = match scheme {
             "*" => None,
+            _ if h2c => Some("http".to_string()),
             s if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic()) => {
                 Some(s.to_ascii_lowercase())
             }
-            _ => bail!("the scheme must be letters or `*`"),
+            _ => bail!(
+                "the scheme must be letters (`https`, `http`, `postgres`, `tcp`, ...), \
+                 `http+h2c` (HTTP/2 without TLS) or `*`"
+            ),
         };
         // A trailing `/` is tolerated; a path is not, but an IP range is.
         let authority = rest.strip_suffix('/').unwrap_or(rest);
@@ -214,6 +243,7 @@ impl AllowedHost {
         };
         Ok(Self {
             scheme,
+            h2c,
             host: HostPattern::parse(host)?,
             port,
         })
@@ -528,6 +558,65 @@ mod tests {
         ]);
         assert_eq!(hosts.names_for("tcp", 5432), ["db.internal"]);
         assert!(hosts.names_for("tcp", 443).is_empty());
+    }
+
+    #[test]
+    fn h2c_entry_allows_plain_http_and_asks_for_h2c() {
+        let hosts = allowed(&[
+            "http+h2c://127.0.0.1:50051",
+            "HTTP+H2C://users.spin.internal",
+        ]);
+        assert!(hosts.allows("http", "127.0.0.1", Some(50051)));
+        assert!(hosts.wants_h2c("http", "127.0.0.1", Some(50051)));
+        // No port written: http's default, 80.
+        assert!(hosts.allows("http", "users.spin.internal", None));
+        assert!(hosts.wants_h2c("http", "users.spin.internal", Some(80)));
+        assert!(!hosts.allows("http", "127.0.0.1", Some(50052)));
+        assert!(!hosts.wants_h2c("http", "127.0.0.1", Some(50052)));
+    }
+
+    #[test]
+    fn h2c_entry_grants_no_other_scheme() {
+        let hosts = allowed(&["http+h2c://db.internal:5432"]);
+        assert!(!hosts.allows("https", "db.internal", Some(5432)));
+        assert!(!hosts.allows("tcp", "db.internal", Some(5432)));
+        assert!(!hosts.allows("postgres", "db.internal", Some(5432)));
+        assert!(!hosts.wants_h2c("https", "db.internal", Some(5432)));
+        assert!(hosts.names_for("tcp", 5432).is_empty());
+    }
+
+    #[test]
+    fn h2c_entry_wins_over_a_plain_http_entry_for_its_host_only() {
+        let hosts = allowed(&["http://*:*", "http+h2c://*.spin.internal"]);
+        assert!(hosts.wants_h2c("http", "users.spin.internal", None));
+        assert!(hosts.allows("http", "example.com", Some(8080)));
+        assert!(!hosts.wants_h2c("http", "example.com", Some(8080)));
+        // Plain entries and wildcard schemes never ask for h2c.
+        assert!(!allowed(&["*://*:*"]).wants_h2c("http", "users.spin.internal", None));
+        assert!(!allowed(&["http://users.spin.internal"]).wants_h2c(
+            "http",
+            "users.spin.internal",
+            None
+        ));
+    }
+
+    #[test]
+    fn h2c_entry_can_reach_self() {
+        let hosts = allowed(&["http+h2c://self"]);
+        assert!(hosts.allows("http", "self", None));
+        assert!(hosts.wants_h2c("http", "self", None));
+    }
+
+    #[test]
+    fn other_plus_schemes_are_rejected_naming_the_accepted_ones() {
+        for entry in [
+            "https+h2c://example.com:443",
+            "*+h2c://example.com:80",
+            "http+h2://example.com",
+        ] {
+            let error = parse_error(entry);
+            assert!(error.contains("`http+h2c`"), "{entry}: {error}");
+        }
     }
 
     #[test]

@@ -40,8 +40,18 @@ enum Port {
     Range(u16, u16),
 }
 
-/// The scheme defaults Spin documents.
+/// `http+h2c` is `http` spoken over h2c; every other scheme is itself.
+fn model_base(scheme: &str) -> (&str, bool) {
+    if scheme.eq_ignore_ascii_case("http+h2c") {
+        ("http", true)
+    } else {
+        (scheme, false)
+    }
+}
+
+/// The scheme defaults Spin documents (`http+h2c` has `http`'s).
 fn model_default_port(scheme: &str) -> Option<u16> {
+    let scheme = model_base(scheme).0;
     let ports = [
         ("http", 80),
         ("https", 443),
@@ -117,17 +127,25 @@ impl Entry {
             Port::Range(start, end) => PortPattern::Range(start..=end.saturating_sub(1)),
         };
         AllowedHost {
-            scheme: self.scheme.map(str::to_ascii_lowercase),
+            scheme: self
+                .scheme
+                .map(|scheme| model_base(scheme).0.to_ascii_lowercase()),
+            h2c: self.is_h2c(),
             host,
             port,
         }
+    }
+
+    /// Written `http+h2c://`.
+    fn is_h2c(&self) -> bool {
+        self.scheme.is_some_and(|scheme| model_base(scheme).1)
     }
 
     /// The model: may `scheme://host:port` be reached under this entry?
     fn model_allows(&self, scheme: &str, host: &RequestHost, port: Option<u16>) -> bool {
         let scheme_ok = self
             .scheme
-            .is_none_or(|own| own.eq_ignore_ascii_case(scheme));
+            .is_none_or(|own| model_base(own).0.eq_ignore_ascii_case(scheme));
         if !scheme_ok {
             return false;
         }
@@ -236,7 +254,7 @@ fn scheme() -> impl Strategy<Value = Option<&'static str>> {
     prop::option::weighted(
         0.8,
         prop::sample::select(vec![
-            "http", "https", "HTTP", "postgres", "redis", "tcp", "mqtt",
+            "http", "https", "HTTP", "postgres", "redis", "tcp", "mqtt", "http+h2c", "HTTP+H2C",
         ]),
     )
 }
@@ -504,6 +522,11 @@ proptest! {
             hosts.allows(scheme, host.text(), port),
             entry.model_allows(scheme, &host, port),
             "{} allows {}://{}:{:?}", text, scheme, host.text(), port
+        );
+        prop_assert_eq!(
+            hosts.wants_h2c(scheme, host.text(), port),
+            entry.is_h2c() && entry.model_allows(scheme, &host, port),
+            "{} wants h2c for {}://{}:{:?}", text, scheme, host.text(), port
         );
     }
 

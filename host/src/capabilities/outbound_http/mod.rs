@@ -7,10 +7,12 @@
 //! denied destination gets `HttpRequestDenied` (never a trap); `http://self`
 //! and `http://<component>.spin.internal` are served in-process by the HTTP
 //! trigger, registered as a [`LocalDispatch`] once built (service chaining,
-//! as in Spin); everything else goes to wasmtime's `default_send_request`.
-//! Either way the request goes through [`resilience`]: a timeout, retries
-//! and a circuit breaker per destination.
+//! as in Spin); a host whose entry is `http+h2c://` gets HTTP/2 with prior
+//! knowledge ([`h2c`]); everything else goes to wasmtime's
+//! `default_send_request` (HTTP/1.1). Either way the request goes through
+//! [`resilience`]: a timeout, retries and a circuit breaker per destination.
 
+mod h2c;
 mod resilience;
 
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use tracing::Instrument;
 use wasmtime::component::Linker;
@@ -49,6 +51,8 @@ pub struct AppState {
     local: LocalDispatcher,
     /// Timeouts, retries and breakers.
     resilience: Arc<Resilience>,
+    /// HTTP/2 connections to `http+h2c` hosts, shared by every instance.
+    h2c: Arc<h2c::Connections>,
 }
 
 impl AppState {
@@ -63,6 +67,7 @@ impl AppState {
             components: allowed_hosts.clone(),
             local: LocalDispatcher::default(),
             resilience: Arc::new(Resilience::configure(app, runtime_config)),
+            h2c: Arc::default(),
         }
     }
 
@@ -82,6 +87,7 @@ impl AppState {
             allowed: self.components.get(component).cloned().unwrap_or_default(),
             local: self.local.clone(),
             resilience: self.resilience.clone(),
+            h2c: self.h2c.clone(),
             call_span: tracing::Span::none(),
         }
     }
@@ -97,6 +103,8 @@ pub struct InstanceState {
     local: LocalDispatcher,
     /// Timeouts, retries and breakers.
     resilience: Arc<Resilience>,
+    /// HTTP/2 connections to `http+h2c` hosts.
+    h2c: Arc<h2c::Connections>,
     /// The running call's span, parent of each request's.
     pub(crate) call_span: tracing::Span,
 }
@@ -128,6 +136,7 @@ impl WasiHttpHooks for InstanceState {
             otel.kind = "client",
             http.request.method = %method,
             server.address = %host,
+            network.protocol.version = tracing::field::Empty,
             spindle.breaker = tracing::field::Empty,
         );
         // The callee continues this trace (W3C trace context).
@@ -137,7 +146,8 @@ impl WasiHttpHooks for InstanceState {
             request.headers_mut().insert("traceparent", value);
         }
         let destination = Destination::of(&host);
-        let scheme = request.uri().scheme_str().unwrap_or("http");
+        let scheme = request.uri().scheme_str().unwrap_or("http").to_string();
+        let scheme = scheme.as_str();
         let port = request.uri().port_u16();
         if !self.allowed.allows(scheme, &host, port) {
             span.in_scope(|| {
@@ -150,6 +160,13 @@ impl WasiHttpHooks for InstanceState {
             discard_body(request.into_body());
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        // An `http+h2c` entry: HTTP/2 to the network, and a chained callee
+        // gets the request as HTTP/2, as if it had come in over h2c.
+        let h2c = self.allowed.wants_h2c(scheme, &host, port);
+        if h2c {
+            *request.version_mut() = Version::HTTP_2;
+            span.record("network.protocol.version", "2");
+        }
         let target = format!(
             "{scheme}://{host}{}",
             port.map(|port| format!(":{port}")).unwrap_or_default()
@@ -161,9 +178,14 @@ impl WasiHttpHooks for InstanceState {
             destination: target,
         };
         let local = self.local.clone();
+        let connections = self.h2c.clone();
         let send = move |request: Request<WasiBody>| -> BoxFuture<'static, SendResult> {
             let local = local.clone();
             match &destination {
+                Destination::Network if h2c => {
+                    let connections = connections.clone();
+                    Box::pin(async move { h2c::send(&connections, request, options).await })
+                }
                 Destination::Network => Box::pin(send_over_network(request, options)),
                 Destination::Local(target) => {
                     let target = target.clone();
@@ -480,9 +502,10 @@ mod tests {
         );
     }
 
-    /// Records what it was asked to dispatch and answers 204.
+    /// Records what it was asked to dispatch (and over which HTTP version
+    /// it came) and answers 204.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(LocalTarget, String)>>);
+    struct Recorder(Mutex<Vec<(LocalTarget, String)>>, Mutex<Vec<Version>>);
 
     impl LocalDispatch for Recorder {
         fn dispatch(
@@ -492,6 +515,7 @@ mod tests {
         ) -> BoxFuture<'_, wasmtime_wasi_http::Result<Response<WasiBody>>> {
             let path = request.uri().path().to_string();
             self.0.lock().expect("not poisoned").push((target, path));
+            self.1.lock().expect("not poisoned").push(request.version());
             Box::pin(async {
                 let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
                 let mut response = Response::new(body);
@@ -524,6 +548,96 @@ mod tests {
                 (LocalTarget::Component("b".into()), "/x".into()),
                 (LocalTarget::App, "/y".into()),
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn chained_requests_under_an_h2c_entry_arrive_as_http2() {
+        let state = app_state(
+            "[\"http+h2c://grpc.spin.internal\", \"http://rest.spin.internal\"]",
+            "",
+        );
+        let recorder = Arc::new(Recorder::default());
+        state.set_local_dispatch(&recorder);
+        let mut instance = state.instance_state("a");
+
+        for url in ["http://grpc.spin.internal/", "http://rest.spin.internal/"] {
+            assert_eq!(send(&mut instance, url).await.ok(), Some(204), "{url}");
+        }
+
+        let versions = recorder.1.lock().expect("not poisoned").clone();
+        assert_eq!(versions, [Version::HTTP_2, Version::HTTP_11]);
+    }
+
+    /// An HTTP/2-only (h2c) server on 127.0.0.1 answering
+    /// `<version> <path>` with a `grpc-status: 0` trailer; its address and
+    /// how many connections it accepted.
+    async fn h2c_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("its address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(
+                    |request: Request<hyper::body::Incoming>| async move {
+                        let text = format!("{:?} {}", request.version(), request.uri().path());
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let frames = [Frame::data(Bytes::from(text)), Frame::trailers(trailers)];
+                        let body = StreamBody::new(futures::stream::iter(
+                            frames.map(Ok::<_, std::convert::Infallible>),
+                        ));
+                        Ok::<_, std::convert::Infallible>(Response::new(body))
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        (address, accepted)
+    }
+
+    #[tokio::test]
+    async fn h2c_entry_speaks_http2_with_trailers_over_one_connection() {
+        let (address, accepted) = h2c_upstream().await;
+        let state = app_state(&format!("[\"http+h2c://{address}\"]"), "");
+        let mut instance = state.instance_state("a");
+
+        for path in ["/first", "/second"] {
+            let future =
+                instance.send_request(get(&format!("http://{address}{path}")), None, no_io());
+            let (response, _io) = Box::into_pin(future).await.expect("an answer");
+            assert_eq!(response.version(), Version::HTTP_2);
+            let body = response.into_body().collect().await.expect("the body");
+            let trailers = body.trailers().cloned().expect("trailers");
+            assert_eq!(body.to_bytes(), format!("HTTP/2.0 {path}").as_bytes());
+            assert_eq!(trailers["grpc-status"], "0");
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "both calls share one connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn h2c_to_a_closed_port_is_a_connection_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("its address");
+        drop(listener);
+        let state = app_state(&format!("[\"http+h2c://{address}\"]"), "");
+        let mut instance = state.instance_state("a");
+        let result = send(&mut instance, &format!("http://{address}/")).await;
+        assert!(
+            matches!(result, Err(wasmtime_wasi_http::Error::Connect(_))),
+            "{result:?}"
         );
     }
 
