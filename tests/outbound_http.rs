@@ -250,3 +250,65 @@ async fn tcp_sockets_reach_only_what_allowed_outbound_hosts_allows() {
         assert!(reply.body.starts_with("access-denied"), "{}", reply.body);
     }
 }
+
+/// An HTTP/2-only (h2c) server on 127.0.0.1, as a gRPC server without TLS
+/// is: it answers `<version> <path>`, and an HTTP/1.1 request fails.
+async fn h2c_only_upstream() -> std::net::SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding the h2c upstream");
+    let address = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(
+                |request: hyper::Request<hyper::body::Incoming>| async move {
+                    let text = format!("{:?} {}", request.version(), request.uri().path());
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(text)),
+                    ))
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn an_h2c_entry_makes_the_call_http2_and_a_plain_entry_keeps_http1() {
+    let h2c = h2c_only_upstream().await;
+    let http1 = Upstream::start(|parts, _| {
+        let text = format!("{:?} {}", parts.version, parts.uri.path());
+        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)))
+    })
+    .await;
+    let app = App::new(&manifest(&[
+        component(
+            "h2c",
+            "outbound-http",
+            "/h2c",
+            &[format!("http+h2c://{h2c}")],
+        ),
+        component(
+            "plain",
+            "outbound-http",
+            "/plain",
+            &[format!("http://{h2c}"), http1.url()],
+        ),
+    ]));
+    let spindle = app.start();
+
+    let over_h2c = spindle.get(&format!("/h2c?url=http://{h2c}/grpc")).await;
+    let over_http1 = spindle
+        .get(&format!("/plain?url={}/rest", http1.url()))
+        .await;
+    let http1_to_h2c_only = spindle.get(&format!("/plain?url=http://{h2c}/x")).await;
+
+    assert_eq!(fetched(&over_h2c), (200, "HTTP/2.0 /grpc".to_string()));
+    assert_eq!(fetched(&over_http1), (200, "HTTP/1.1 /rest".to_string()));
+    assert_eq!(http1_to_h2c_only.status, 500, "{http1_to_h2c_only:?}");
+}
