@@ -222,7 +222,18 @@ impl App {
 
     /// Like [`App::start_with`], with extra environment variables for the host.
     pub fn start_with_env(&self, extra_args: &[&str], env: &[(&str, &str)]) -> Spindle {
-        let (child, stdout, stderr) = self.spawn_up(extra_args, env);
+        self.serve("up", extra_args, env)
+    }
+
+    /// Runs `spindle watch` on this app (its first build included) and waits
+    /// until it serves, as [`App::start_with`] does.
+    pub fn watch(&self) -> Spindle {
+        self.serve("watch", &[], &[])
+    }
+
+    /// Runs `spindle <command>` (`up` or `watch`) and waits until it serves.
+    fn serve(&self, command: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Spindle {
+        let (child, stdout, stderr) = self.spawn(command, extra_args, env);
         let mut spindle = Spindle {
             child,
             base_url: String::new(),
@@ -248,22 +259,27 @@ impl App {
             if let Some(status) = spindle.child.try_wait().expect("polling spindle") {
                 spindle.stdout.wait_for_eof(Duration::from_secs(5));
                 spindle.stderr.wait_for_eof(Duration::from_secs(5));
-                panic!("spindle up exited ({status}) before serving; its output follows");
+                panic!("spindle {command} exited ({status}) before serving; its output follows");
             }
             if Instant::now() > deadline {
                 panic!(
-                    "spindle up did not print `Serving http://…` within {STARTUP_DEADLINE:?}; its output follows"
+                    "spindle {command} did not print `Serving http://…` within {STARTUP_DEADLINE:?}; its output follows"
                 );
             }
             thread::sleep(POLL_INTERVAL);
         }
     }
 
-    /// Starts `spindle up -f <dir>/spin.toml --listen 127.0.0.1:0 …` with its
-    /// output drained into buffers.
-    fn spawn_up(&self, extra_args: &[&str], env: &[(&str, &str)]) -> (Child, Captured, Captured) {
+    /// Starts `spindle <command> -f <dir>/spin.toml --listen 127.0.0.1:0 …`
+    /// with its output drained into buffers.
+    fn spawn(
+        &self,
+        command: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Child, Captured, Captured) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-            .arg("up")
+            .arg(command)
             .arg("-f")
             .arg(self.manifest_path())
             .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
@@ -507,7 +523,7 @@ impl App {
 
     /// Like [`App::run_up_expecting_failure`], with extra `spindle up` flags.
     pub fn run_up_expecting_failure_with(&self, extra_args: &[&str]) -> (i32, String) {
-        let (mut child, stdout, stderr) = self.spawn_up(extra_args, &[]);
+        let (mut child, stdout, stderr) = self.spawn("up", extra_args, &[]);
         let output = || {
             format!(
                 "--- spindle stdout ---\n{}--- spindle stderr ---\n{}",

@@ -38,10 +38,26 @@ impl BuildCommand {
 /// fails, so one run reports every broken component; results and compiler
 /// output are printed in manifest order.
 pub fn build_components(app: &App, only: &[String]) -> anyhow::Result<()> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let jobs = jobs(app, only)?;
-    let outcomes = run_jobs(&jobs, workers);
+    let outcomes = run_jobs(&jobs(app, only)?, workers());
     report(&outcomes)
+}
+
+/// Builds like [`build_components`], printing the same report, and says
+/// which components built: their ids in manifest order, each with whether
+/// its build succeeded. Components without a build section are left out.
+pub(super) fn build_each(app: &App, only: &[String]) -> anyhow::Result<Vec<(String, bool)>> {
+    let outcomes = run_jobs(&jobs(app, only)?, workers());
+    // The report has printed every failure; the caller gets them one by one.
+    let _ = report(&outcomes);
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| (outcome.component, outcome.result.is_ok()))
+        .collect())
+}
+
+/// As many builds at once as the machine has CPUs.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// One component's build: its commands, run in order in `workdir`.

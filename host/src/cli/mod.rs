@@ -8,11 +8,13 @@ mod deploy;
 mod new;
 mod templates;
 mod up;
+mod watch;
 
 pub use build::BuildCommand;
 pub use deploy::DeployCommand;
 pub use new::{AddCommand, NewCommand};
 pub use up::UpCommand;
+pub use watch::WatchCommand;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -32,6 +34,8 @@ pub struct Cli {
 enum Command {
     /// Run the app described by a Spin manifest.
     Up(UpCommand),
+    /// Run the app, rebuilding and redeploying each component whose sources change.
+    Watch(WatchCommand),
     /// Run each component's build command.
     Build(BuildCommand),
     /// Replace one component of a running host.
@@ -56,6 +60,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Up(up) => up.run(),
+            Command::Watch(watch) => watch.run(),
             Command::Build(build) => build.run(),
             Command::Deploy(deploy) => deploy.run(),
             Command::New(new) => new.run(),

@@ -96,6 +96,17 @@ impl UpCommand {
     /// Validates everything, binds, prints the routes and serves until
     /// Ctrl-C or SIGTERM.
     pub fn run(self) -> anyhow::Result<()> {
+        self.run_then(|_, _| Ok(()))
+    }
+
+    /// Like [`UpCommand::run`], calling `started` with the app and its
+    /// deployer once every trigger is ready, before serving. It runs on the
+    /// host's async runtime, so it may spawn tasks that live as long as the
+    /// host.
+    pub(super) fn run_then(
+        self,
+        started: impl FnOnce(&App, &Arc<Deployer>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let app = manifest::load(&manifest_file(&self.manifest))?.select(&self.components)?;
         let runtime_config = match &self.runtime_config_file {
             Some(path) => manifest::load_runtime_config(path)?,
@@ -203,6 +214,7 @@ impl UpCommand {
                 selected.iter().map(|component| (*component).clone()),
                 self.deploy_token.clone(),
             ));
+            started(&app, &deployer)?;
             let (stop, stopped) = watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -370,7 +382,7 @@ async fn shutdown_signal() {
 }
 
 /// A positive duration flag (`10s`, `500ms`), in the manifest's syntax.
-fn parse_timeout(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_timeout(text: &str) -> Result<Duration, String> {
     match manifest::parse_duration(text) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
         Ok(_) => Err("must be longer than 0s".into()),

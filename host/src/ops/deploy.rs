@@ -93,8 +93,9 @@ impl Deployer {
         presented.as_bytes().ct_eq(expected.as_bytes()).into()
     }
 
-    /// Compiles, links and swaps in `wasm` as the new `id`.
-    fn deploy(&self, id: &str, wasm: &[u8]) -> Result<Deployed, DeployError> {
+    /// Compiles, links and swaps in `wasm` as the new `id`. It compiles on
+    /// the calling thread: call it off the async workers.
+    pub fn deploy(&self, id: &str, wasm: &[u8]) -> Result<Deployed, DeployError> {
         let Some(component) = self.components.get(id) else {
             return Err(DeployError::UnknownComponent(id.to_string()));
         };
