@@ -477,6 +477,13 @@ async fn sign_up_log_in_and_an_order_is_confirmed(backend: Backend) {
     let order = demo.settled(&ada, &order_id).await;
     assert_eq!(order["status"], "confirmed", "{order}");
     assert_eq!(order["amount_cents"], 2 * 8900 + 3 * 900);
+    // orders took the customer from users over gRPC (GetUser, service
+    // chaining over h2c): the profile as it was changed above.
+    assert_eq!(
+        order["customer"],
+        json!({ "name": "Ada Lovelace", "email": ada.email }),
+        "{order}"
+    );
     assert_eq!(demo.stock("KEYB-001").await, keyboards - 2);
     assert_eq!(demo.stock("CABL-003").await, cables - 3);
     assert_eq!(
@@ -542,6 +549,7 @@ async fn forged_expired_and_other_users_tokens_are_refused() {
     let demo = Demo::start(Backend::Embedded);
     let owner = demo.sign_up("owner").await;
     let other = demo.sign_up("other").await;
+    demo.account(&owner).await;
     let order_id = demo
         .order(&owner, json!([{ "sku": "CABL-003", "quantity": 1 }]))
         .await;
@@ -586,6 +594,27 @@ async fn forged_expired_and_other_users_tokens_are_refused() {
         assert_eq!(body(&reply)["error"], code, "{case}");
     }
     assert_eq!(demo.get(&order_path, Some(&owner.token)).await.status, 200);
+
+    // A good token for someone the users service has no profile of: orders
+    // asks users over gRPC, hears NOT_FOUND, and places nothing.
+    let stranger_id = uuid::Uuid::new_v4().to_string();
+    let stranger = User {
+        token: sign(
+            json!({ "sub": stranger_id, "iss": "spindle-demo", "iat": now, "exp": now + 600 }),
+            SECRET,
+        ),
+        id: stranger_id,
+        email: String::new(),
+    };
+    let reply = demo
+        .place_order(
+            &stranger,
+            json!([{ "sku": "CABL-003", "quantity": 1 }]),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 409, "{reply:?}");
+    assert_eq!(body(&reply)["error"], "no_profile_yet", "{reply:?}");
 
     // Someone else's order does not exist for them; their profile is theirs.
     let reply = demo.get(&order_path, Some(&other.token)).await;

@@ -269,22 +269,7 @@ fn deployments_run_every_component_once_with_probes_limits_and_a_drain() {
 fn services_and_autoscalers_point_at_deployments() {
     let objects = load_objects();
     for service in &objects.services {
-        let selector = service
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.clone())
-            .expect("a selector");
-        let target = objects.deployments.iter().find(|deployment| {
-            let labels = deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            selector
-                .iter()
-                .all(|(key, value)| labels.get(key) == Some(value))
-        });
+        let target = selected_deployment(&objects, service);
         let target = target.unwrap_or_else(|| {
             panic!(
                 "Service {} selects no Deployment's pods",
@@ -361,6 +346,107 @@ fn the_config_map_and_secret_give_spindle_what_it_reads() {
     for expected in expected {
         assert!(keys.contains(&expected), "Secret key {expected}");
     }
+}
+
+/// The Deployment whose pods `service` selects.
+fn selected_deployment<'a>(objects: &'a Objects, service: &Service) -> Option<&'a Deployment> {
+    let selector = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .expect("a selector");
+    objects.deployments.iter().find(|deployment| {
+        let labels = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        selector
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+    })
+}
+
+/// Service chaining (`<id>.spin.internal`) only reaches components in the
+/// same process: where a component's outbound host is another component
+/// that runs in another Deployment, the Deployment sets that address
+/// (through the variable in the entry, `SPIN_VARIABLE_*`) to a Service
+/// whose pods run the callee.
+#[test]
+fn calls_between_deployments_go_to_a_service_that_runs_the_callee() {
+    let objects = load_objects();
+    let app = spindle::manifest::load(&workspace_root().join("spin.toml")).expect("spin.toml");
+    let runs = |host: &str, callee: &str| {
+        objects.services.iter().any(|service| {
+            name(&service.metadata) == host
+                && selected_deployment(&objects, service).is_some_and(|deployment| {
+                    selected_components(container(deployment)).contains(&callee.to_string())
+                })
+        })
+    };
+    let mut across = 0;
+    for deployment in &objects.deployments {
+        let container = container(deployment);
+        let group = selected_components(container);
+        let env = |variable: &str| {
+            let key = format!("SPIN_VARIABLE_{}", variable.to_uppercase());
+            let set = container.env.iter().flatten().find(|var| var.name == key);
+            set.and_then(|var| var.value.clone())
+        };
+        for id in &group {
+            for entry in &app.components[id].allowed_outbound_hosts {
+                let chained = host_of(&render_defaults(entry, &app, &|_| None));
+                let Some(callee) = chained.strip_suffix(".spin.internal") else {
+                    continue;
+                };
+                if group.iter().any(|member| member == callee) {
+                    continue;
+                }
+                across += 1;
+                let host = host_of(&render_defaults(entry, &app, &env));
+                assert!(
+                    runs(&host, callee),
+                    "{id} in {} calls {callee}, which runs in another Deployment, at {host}: \
+                     set the address to a Service that runs {callee}",
+                    name(&deployment.metadata)
+                );
+            }
+        }
+    }
+    assert!(across > 0, "orders calls users across Deployments");
+}
+
+/// The host of an `allowed_outbound_hosts` entry.
+fn host_of(entry: &str) -> String {
+    let address = entry.split_once("://").map_or(entry, |(_, rest)| rest);
+    address
+        .split([':', '/'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `entry` with each `{{ variable }}` replaced by `env`'s value for it or
+/// else the variable's default.
+fn render_defaults(
+    entry: &str,
+    app: &spindle::manifest::App,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> String {
+    let mut rendered = entry.to_string();
+    for (variable, declared) in &app.variables {
+        let value = env(variable)
+            .or_else(|| declared.default.clone())
+            .unwrap_or_default();
+        for spelling in [
+            format!("{{{{ {variable} }}}}"),
+            format!("{{{{{variable}}}}}"),
+        ] {
+            rendered = rendered.replace(&spelling, &value);
+        }
+    }
+    rendered
 }
 
 #[test]

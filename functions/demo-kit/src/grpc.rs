@@ -7,6 +7,9 @@
 //! bodies); streaming requests are read message by message ([`Incoming`]);
 //! streaming replies go out message by message as the handler sends them,
 //! with the status as the trailers that end the stream.
+//!
+//! [`call`] is the client side of a unary call, for one service calling
+//! another (through service chaining, over h2c).
 
 use std::convert::Infallible;
 
@@ -43,6 +46,8 @@ const CONTENT_TYPE_GRPC: &str = "application/grpc";
 pub enum Code {
     /// Success.
     Ok = 0,
+    /// A status this module has no name for.
+    Unknown = 2,
     /// The request is malformed or fails validation.
     InvalidArgument = 3,
     /// The call ran out of time.
@@ -63,6 +68,28 @@ pub enum Code {
     Unavailable = 14,
     /// No credentials, or credentials that do not check out.
     Unauthenticated = 16,
+}
+
+impl Code {
+    /// The code numbered `number`; [`Code::Unknown`] for one not listed.
+    fn from_number(number: u16) -> Self {
+        [
+            Code::Ok,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unavailable,
+            Code::Unauthenticated,
+        ]
+        .into_iter()
+        .find(|code| *code as u16 == number)
+        .unwrap_or(Code::Unknown)
+    }
 }
 
 /// A call's outcome when it is not OK: a code and a message for people.
@@ -296,6 +323,73 @@ impl Sender {
     }
 }
 
+/// Calls the unary method `url` names (`http://host/pkg.Service/Method`)
+/// with `message`, passing the caller's `authorization` on as metadata.
+/// The host must be in the component's `allowed_outbound_hosts` as
+/// `http+h2c://host`: gRPC needs HTTP/2. A failure is the callee's status,
+/// or `UNAVAILABLE` when it could not be reached.
+pub async fn call<M: Message + Default>(
+    url: &str,
+    message: &impl Message,
+    authorization: Option<&HeaderValue>,
+) -> Result<M, Status> {
+    let mut request = http::Request::post(url)
+        .header(header::CONTENT_TYPE, CONTENT_TYPE_GRPC)
+        .header(header::TE, "trailers");
+    if let Some(authorization) = authorization {
+        request = request.header(header::AUTHORIZATION, authorization);
+    }
+    let request = request
+        .body(spin_sdk::http::FullBody::new(encode(message)))
+        .map_err(|error| Status::new(Code::Internal, format!("calling {url}: {error}")))?;
+    let unreachable =
+        |error: String| Status::new(Code::Unavailable, format!("calling {url}: {error}"));
+    let response = spin_sdk::http::send(request)
+        .await
+        .map_err(|error| unreachable(format!("{error:?}")))?;
+    if response.status() != StatusCode::OK {
+        return Err(unreachable(format!("HTTP {}", response.status())));
+    }
+    let (head, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|error| unreachable(format!("reading the reply: {error:?}")))?;
+    // A trailers-only reply carries its status in the headers.
+    let trailers = body.trailers().cloned().unwrap_or(head.headers);
+    status_of(&trailers)?;
+    decode_one(&body.to_bytes()).map_err(|status| {
+        Status::new(
+            Code::Internal,
+            format!("the reply of {url}: {}", status.message),
+        )
+    })
+}
+
+/// The status `trailers` end a call with: `Ok(())` for OK, and `INTERNAL`
+/// when they hold none.
+fn status_of(trailers: &HeaderMap) -> Result<(), Status> {
+    let Some(code) = trailers.get(GRPC_STATUS) else {
+        return Err(Status::new(
+            Code::Internal,
+            "the reply carries no grpc-status",
+        ));
+    };
+    let code = code
+        .to_str()
+        .ok()
+        .and_then(|code| code.parse().ok())
+        .map_or(Code::Unknown, Code::from_number);
+    if code == Code::Ok {
+        return Ok(());
+    }
+    let message = trailers
+        .get(GRPC_MESSAGE)
+        .map(|message| percent_encoding::percent_decode(message.as_bytes()).decode_utf8_lossy())
+        .unwrap_or_default();
+    Err(Status::new(code, message))
+}
+
 fn reply<B>(body: B) -> Reply
 where
     B: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
@@ -352,6 +446,20 @@ mod tests {
         assert_eq!(
             decode_one::<Note>(&long).unwrap_err().code,
             Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn a_status_is_read_back_from_the_trailers_it_makes() {
+        let sent = Status::new(Code::NotFound, "no user 42, ça va");
+        assert_eq!(status_of(&sent.trailers()), Err(sent));
+        assert_eq!(status_of(&Status::new(Code::Ok, "").trailers()), Ok(()));
+        let mut odd = HeaderMap::new();
+        odd.insert(GRPC_STATUS, HeaderValue::from_static("10"));
+        assert_eq!(status_of(&odd).unwrap_err().code, Code::Unknown);
+        assert_eq!(
+            status_of(&HeaderMap::new()).unwrap_err().code,
+            Code::Internal
         );
     }
 

@@ -1,7 +1,9 @@
 //! What the demo app's services share.
 //!
 //! - [`api`]: JSON error bodies and responses, reading JSON requests.
-//! - [`grpc`]: gRPC framing and statuses around prost messages.
+//! - [`grpc`]: gRPC framing and statuses around prost messages, served and
+//!   called.
+//! - [`proto`]: the services' gRPC messages, generated from `proto/`.
 //! - [`token`]: issuing and checking the bearer tokens `auth` signs.
 //! - [`events`]: the messages the services exchange, one type per subject.
 //! - [`db`]: reading cells of [`spindle_sdk::sql`] rows.
@@ -10,6 +12,7 @@ pub mod api;
 pub mod db;
 pub mod events;
 pub mod grpc;
+pub mod proto;
 pub mod token;
 
 /// Milliseconds since the Unix epoch, from the host's wall clock.

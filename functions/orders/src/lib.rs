@@ -1,7 +1,9 @@
 //! `orders`: placing orders and following them.
 //!
-//! - `POST /orders` `{items: [{sku, quantity}]}` (signed in) stores a pending
-//!   order and publishes `order.created` in one transaction. With an
+//! - `POST /orders` `{items: [{sku, quantity}]}` (signed in) fetches the
+//!   customer's profile from `users` over gRPC (`GetUser`, through service
+//!   chaining), then stores a pending order with the customer's name and
+//!   email and publishes `order.created` in one transaction. With an
 //!   `Idempotency-Key` header, repeating the request returns the first
 //!   order instead of placing another.
 //! - `GET /orders/{id}` (its owner only) shows the status and, once
@@ -11,6 +13,8 @@
 
 use demo_kit::api::{self, ApiError, Reply};
 use demo_kit::events::{self, Item, ORDER_CREATED, OrderCancelled, OrderConfirmed, OrderCreated};
+use demo_kit::grpc::{self, Code};
+use demo_kit::proto::users::{GetUserRequest, GetUserResponse};
 use demo_kit::token::authenticate;
 use demo_kit::{db, now_ms};
 use serde::{Deserialize, Serialize};
@@ -25,6 +29,10 @@ use exports::spindle::platform::message_handler::{Guest, HandlerError, Message};
 /// Most lines an order may have, and most of one SKU per line.
 const MAX_LINES: usize = 20;
 const MAX_QUANTITY: i64 = 100;
+
+/// The variable naming where `users` serves gRPC: `users.spin.internal`
+/// (service chaining) when both run in one host, its Service elsewhere.
+const USERS_ADDRESS: &str = "users_address";
 
 struct Settlements;
 
@@ -135,10 +143,19 @@ fn new_items<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<It
         .collect())
 }
 
+/// Who an order is for, from their profile when it was placed.
+#[derive(Serialize)]
+struct Customer {
+    name: String,
+    email: String,
+}
+
 #[derive(Serialize)]
 struct Order {
     order_id: String,
     user_id: String,
+    /// `None` for orders placed before customers were recorded.
+    customer: Option<Customer>,
     status: String,
     items: Vec<Item>,
     amount_cents: Option<i64>,
@@ -150,6 +167,7 @@ struct Order {
 async fn place(request: Request) -> Result<Reply, ApiError> {
     let claims = authenticate(&request).await?;
     let key = idempotency_key(&request)?;
+    let authorization = request.headers().get("authorization").cloned();
     let mut order: NewOrder = api::read_json(request).await?;
     check_items(&order.items)?;
     // The same lines in another order are the same request.
@@ -161,10 +179,12 @@ async fn place(request: Request) -> Result<Reply, ApiError> {
     {
         return Ok(earlier);
     }
+    let customer = customer(&claims.sub, authorization.as_ref()).await?;
     let order_id = uuid::Uuid::new_v4().to_string();
     match store(
         &order_id,
         &claims.sub,
+        &customer,
         &order.items,
         key.as_deref(),
         &fingerprint,
@@ -187,6 +207,7 @@ async fn place(request: Request) -> Result<Reply, ApiError> {
     let order = Order {
         order_id,
         user_id: claims.sub,
+        customer: Some(customer),
         status: "pending".into(),
         items: order.items,
         amount_cents: None,
@@ -197,10 +218,45 @@ async fn place(request: Request) -> Result<Reply, ApiError> {
     Ok(created(&order, false))
 }
 
+/// The caller's profile, asked of `users` with the caller's own token.
+async fn customer(
+    user_id: &str,
+    authorization: Option<&HeaderValue>,
+) -> Result<Customer, ApiError> {
+    let address = spin_sdk::variables::get(USERS_ADDRESS)
+        .await
+        .map_err(|error| ApiError::misconfigured(format!("{USERS_ADDRESS}: {error:?}")))?;
+    let url = format!("http://{address}/spindle.demo.users.v1.UserService/GetUser");
+    let asked = GetUserRequest {
+        user_id: user_id.to_string(),
+    };
+    let reply: GetUserResponse =
+        grpc::call(&url, &asked, authorization)
+            .await
+            .map_err(|status| match status.code {
+                // The profile is made from `user.registered` just after sign-up.
+                Code::NotFound => ApiError::conflict(
+                    "no_profile_yet",
+                    "your profile is not ready yet; try again in a moment",
+                ),
+                Code::Unauthenticated => ApiError::unauthorized("invalid_token", status.message),
+                _ => {
+                    eprintln!("orders: GetUser: {status:?}");
+                    ApiError::unavailable("the users service cannot be reached; try again")
+                }
+            })?;
+    let user = reply.user.unwrap_or_default();
+    Ok(Customer {
+        name: user.name,
+        email: user.email,
+    })
+}
+
 /// Inserts the order and its `order.created` event, or neither.
 async fn store(
     order_id: &str,
     user_id: &str,
+    customer: &Customer,
     items: &[Item],
     key: Option<&str>,
     fingerprint: &str,
@@ -208,9 +264,9 @@ async fn store(
     let now = now_ms();
     let tx = Transaction::begin().await?;
     tx.execute(
-        "INSERT INTO orders (order_id, user_id, status, items, idempotency_key, \
-         request_fingerprint, created_at, updated_at) \
-         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $6)"
+        "INSERT INTO orders (order_id, user_id, customer_name, customer_email, status, items, \
+         idempotency_key, request_fingerprint, created_at, updated_at) \
+         VALUES ($1, $2, $7, $8, 'pending', $3, $4, $5, $6, $6)"
             .into(),
         vec![
             db::text(order_id),
@@ -219,6 +275,8 @@ async fn store(
             key.map_or(Value::Null, db::text),
             db::text(fingerprint),
             Value::Integer(now),
+            db::text(&customer.name),
+            db::text(&customer.email),
         ],
     )
     .await?;
@@ -266,8 +324,8 @@ async fn show(request: &Request, order_id: &str) -> Result<Reply, ApiError> {
 
 async fn load(order_id: &str) -> Result<Option<Order>, ApiError> {
     let rows = sql::query(
-        "SELECT order_id, user_id, status, items, amount_cents, reason, created_at, updated_at \
-         FROM orders WHERE order_id = $1"
+        "SELECT order_id, user_id, customer_name, customer_email, status, items, amount_cents, \
+         reason, created_at, updated_at FROM orders WHERE order_id = $1"
             .into(),
         vec![db::text(order_id)],
     )
@@ -275,6 +333,10 @@ async fn load(order_id: &str) -> Result<Option<Order>, ApiError> {
     Ok(db::first(&rows).map(|row| Order {
         order_id: row.text("order_id"),
         user_id: row.text("user_id"),
+        customer: row
+            .optional_text("customer_name")
+            .zip(row.optional_text("customer_email"))
+            .map(|(name, email)| Customer { name, email }),
         status: row.text("status"),
         items: serde_json::from_str(&row.text("items")).unwrap_or_default(),
         amount_cents: row.optional_integer("amount_cents"),

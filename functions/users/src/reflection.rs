@@ -21,8 +21,8 @@ use tonic_reflection::pb::v1::{
 /// The reflection service's full name.
 pub const SERVICE: &str = "grpc.reflection.v1.ServerReflection";
 
-/// The app's descriptors, as the build script wrote them.
-const APP_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+/// The app's descriptors, as demo-kit's build script wrote them.
+const APP_DESCRIPTORS: &[u8] = demo_kit::proto::DESCRIPTORS;
 
 /// Answers a `ServerReflectionInfo` stream.
 pub async fn serve(request: Request) -> Reply {

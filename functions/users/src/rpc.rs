@@ -12,12 +12,7 @@ use spin_sdk::http::Request;
 
 use crate::{Profile, ProfileChange};
 
-/// The messages, generated from `proto/` by the build script.
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/spindle.demo.users.v1.rs"));
-}
-
-use proto::{
+use demo_kit::proto::users::{
     CreateUserRequest, CreateUserResponse, GetUserRequest, GetUserResponse, ListUsersRequest,
     UpdateUserRequest, UpdateUserResponse, User,
 };

@@ -1,6 +1,7 @@
 //! Generates the gRPC messages of `proto/spindle/demo/users/v1/users.proto`
-//! with prost, and the descriptor set server reflection serves, compiled by
-//! protox (a protobuf compiler in Rust, so no `protoc` needs installing).
+//! with prost, for the service (`users`) and its callers (`orders`) alike,
+//! and the descriptor set server reflection serves, compiled by protox (a
+//! protobuf compiler in Rust, so no `protoc` needs installing).
 
 use std::path::PathBuf;
 
