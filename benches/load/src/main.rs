@@ -5,10 +5,13 @@
 //!   `--window` unanswered, and times until every reply is back.
 //! - `nats-echo`: the native peer of the `nats-echo` guest: answers each
 //!   message on its reply subject, in a queue group.
+//! - `grpc-user`, `grpc-drive`, `grpc-users`: gRPC `GetUser` through the
+//!   demo's users service and through its native peer (see [`grpc`]).
 //! - `saga`: signs up users on the demo app, places orders (closed or open
 //!   loop) and times each from when it was due to its final event, hop by
 //!   hop (see [`saga`]).
 
+mod grpc;
 mod saga;
 
 use std::path::PathBuf;
@@ -40,6 +43,44 @@ enum Command {
         nats: String,
         #[arg(long)]
         subject: String,
+    },
+    /// Signs a user up on the demo app; prints `user_id  token  profile`.
+    GrpcUser {
+        /// The demo app, e.g. http://127.0.0.1:3000.
+        #[arg(long)]
+        url: String,
+    },
+    /// Calls `UserService.GetUser` over h2c for `--seconds`, `--concurrency`
+    /// calls at a time.
+    GrpcDrive {
+        /// The gRPC server, e.g. http://127.0.0.1:3000.
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// The native peer: `UserService.GetUser` in tonic, the profile in Redis.
+    GrpcUsers {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// The demo's `jwt_secret`.
+        #[arg(long)]
+        secret: String,
+        #[arg(long, default_value = "spindle-demo")]
+        issuer: String,
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// The user and profile (JSON, as `GET /users/{id}` shows it) to serve.
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        profile: String,
     },
     /// Orders through the demo app's saga.
     Saga {
@@ -77,6 +118,25 @@ async fn main() -> anyhow::Result<()> {
             window,
         } => nats_drive(&nats, &subject, messages, window).await,
         Command::NatsEcho { nats, subject } => nats_echo(&nats, &subject).await,
+        Command::GrpcUser { url } => grpc::sign_up(&url).await,
+        Command::GrpcDrive {
+            url,
+            token,
+            user,
+            concurrency,
+            seconds,
+        } => {
+            let duration = Duration::from_secs(seconds);
+            grpc::drive(&url, &token, &user, concurrency, duration).await
+        }
+        Command::GrpcUsers {
+            port,
+            secret,
+            issuer,
+            redis,
+            user,
+            profile,
+        } => grpc::serve(port, &secret, &issuer, &redis, &user, &profile).await,
         Command::Saga {
             url,
             nats,

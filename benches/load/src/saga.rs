@@ -151,7 +151,7 @@ pub async fn run(
     let http = reqwest::Client::builder().no_proxy().build()?;
     let mut tokens = Vec::new();
     for _ in 0..users {
-        tokens.push(sign_up(&http, url).await?);
+        tokens.push(sign_up(&http, url).await?.1);
     }
     for token in &tokens {
         wait_for_account(&http, url, token).await?;
@@ -305,7 +305,8 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values[((values.len() as f64 * p) as usize).min(values.len() - 1)]
 }
 
-async fn sign_up(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+/// Signs a new user up and logs in; returns its user id and token.
+pub async fn sign_up(http: &reqwest::Client, url: &str) -> anyhow::Result<(String, String)> {
     let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
     let password = "benchmark password";
     let reply = http
@@ -316,6 +317,11 @@ async fn sign_up(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
     if reply.status() != 201 {
         bail!("sign-up: {} {}", reply.status(), reply.text().await?);
     }
+    let account: Value = reply.json().await?;
+    let user_id = account["user_id"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("sign-up gave no user_id: {account}"))?;
     let session: Value = http
         .post(format!("{url}/auth/login"))
         .json(&json!({ "email": email, "password": password }))
@@ -323,10 +329,11 @@ async fn sign_up(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
         .await?
         .json()
         .await?;
-    session["token"]
+    let token = session["token"]
         .as_str()
         .map(str::to_string)
-        .with_context(|| format!("login gave no token: {session}"))
+        .with_context(|| format!("login gave no token: {session}"))?;
+    Ok((user_id, token))
 }
 
 async fn wait_for_account(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<()> {
