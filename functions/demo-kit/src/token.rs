@@ -1,6 +1,8 @@
 //! Bearer tokens: HS256 JWTs that `auth` signs and every other service
 //! checks, with the key from the secret variable `jwt_secret`.
 
+use std::sync::OnceLock;
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::Request;
@@ -104,7 +106,22 @@ pub async fn authenticate(request: &Request) -> Result<Claims, ApiError> {
         .ok_or_else(|| {
             ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>")
         })?;
-    Keys::from_variables().await?.verify(token.trim())
+    instance_keys().await?.verify(token.trim())
+}
+
+/// The keys, read from the variables once per instance: they do not change
+/// while the host runs, and an instance serves a bounded number of calls,
+/// so this saves three host calls on every authenticated request. A key
+/// the checks refuse is not kept, so each request reports it.
+async fn instance_keys() -> Result<&'static Keys, ApiError> {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    if let Some(keys) = KEYS.get() {
+        return Ok(keys);
+    }
+    let keys = Keys::from_variables().await?;
+    // Calls running at once in this instance may both read them; the first
+    // stored wins and they are the same.
+    Ok(KEYS.get_or_init(|| keys))
 }
 
 /// Refuses a key anyone could know or guess.
