@@ -245,7 +245,12 @@ async fn customer(
                     ApiError::unavailable("the users service cannot be reached; try again")
                 }
             })?;
-    let user = reply.user.unwrap_or_default();
+    let Some(user) = reply.user else {
+        eprintln!("orders: GetUser answered OK without a user");
+        return Err(ApiError::unavailable(
+            "the users service answered without a profile",
+        ));
+    };
     Ok(Customer {
         name: user.name,
         email: user.email,
