@@ -47,7 +47,7 @@ const POINTS: [&str; 8] = [
 
 /// The hops between consecutive points, named for what takes the time.
 const HOPS: [&str; 7] = [
-    "POST /orders answered (HTTP, transaction with outbox)",
+    "POST /orders answered (HTTP, GetUser over gRPC, transaction with outbox)",
     "orders' outbox relay → order.created on JetStream",
     "saga consumer delivery, saga stored → inventory.reserve",
     "inventory handles the reservation and replies",
