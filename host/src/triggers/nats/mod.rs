@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Semaphore, watch};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
 use wasmtime::Engine;
 
 use super::Admissions;
@@ -104,7 +105,6 @@ impl NatsTrigger {
                 handler,
                 admission,
                 bus: bus.clone(),
-                in_flight: Arc::new(Semaphore::new(in_flight as usize)),
                 limit: in_flight,
                 metrics: SubscriptionMetrics::new(&trigger.component, &trigger.subject),
             };
@@ -195,8 +195,7 @@ struct Consumer {
     handler: HandlerSlot,
     admission: Arc<Admission>,
     bus: Bus,
-    /// One permit per message being handled; none free, nothing is pulled.
-    in_flight: Arc<Semaphore>,
+    /// Most messages handled at once; at the limit, nothing is pulled.
     limit: u32,
     metrics: SubscriptionMetrics,
 }
@@ -207,35 +206,32 @@ impl Consumer {
         mut subscription: Subscription,
         mut stopped: watch::Receiver<bool>,
     ) {
+        // The deliveries being handled run in this task, not a task each:
+        // the handler's work happens in its instance's task, and what is
+        // left here (metrics, acks) is too little to pay a spawn for.
+        let mut handling = FuturesUnordered::new();
+        let limit = self.limit as usize;
         loop {
-            let permit = tokio::select! {
-                permit = self.in_flight.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                _ = stopped.wait_for(|stop| *stop) => break,
-            };
-            let delivery = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = stopped.wait_for(|stop| *stop) => break,
-                delivery = subscription.next() => match delivery {
-                    Some(delivery) => delivery,
+                Some(()) = handling.next(), if !handling.is_empty() => {}
+                delivery = subscription.next(), if handling.len() < limit => match delivery {
+                    Some(delivery) => handling.push(self.process(delivery)),
                     None => {
                         tracing::warn!(subject = %self.trigger.subject, "subscription ended");
                         break;
                     }
                 },
-            };
-            let consumer = self.clone();
-            tokio::spawn(async move {
-                consumer.process(delivery).await;
-                drop(permit);
-            });
+            }
         }
         // Unsubscribe first: JetStream redelivers what was fetched but not
         // handled to the other replicas once its ack wait runs out.
         drop(subscription);
-        let _ = tokio::time::timeout(DRAIN_GRACE, self.in_flight.acquire_many(self.limit)).await;
+        let _ = tokio::time::timeout(DRAIN_GRACE, async {
+            while handling.next().await.is_some() {}
+        })
+        .await;
     }
 
     /// The consumer span, continuing the publisher's trace, and the
