@@ -377,37 +377,40 @@ fn selected_deployment<'a>(objects: &'a Objects, service: &Service) -> Option<&'
 fn calls_between_deployments_go_to_a_service_that_runs_the_callee() {
     let objects = load_objects();
     let app = spindle::manifest::load(&workspace_root().join("spin.toml")).expect("spin.toml");
-    let runs = |host: &str, callee: &str| {
-        objects.services.iter().any(|service| {
-            name(&service.metadata) == host
-                && selected_deployment(&objects, service).is_some_and(|deployment| {
-                    selected_components(container(deployment)).contains(&callee.to_string())
-                })
-        })
-    };
+    let components = app_components();
     let mut across = 0;
     for deployment in &objects.deployments {
-        let container = container(deployment);
-        let group = selected_components(container);
-        let env = |variable: &str| {
-            let key = format!("SPIN_VARIABLE_{}", variable.to_uppercase());
-            let set = container.env.iter().flatten().find(|var| var.name == key);
-            set.and_then(|var| var.value.clone())
-        };
+        let pod = container(deployment);
+        let group = selected_components(pod);
+        // What the host allows with the manifest's defaults, and with this
+        // Deployment's `SPIN_VARIABLE_*` on top.
+        let defaults = allowed_hosts(&app, Vec::new());
+        let set_here = pod
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|var| {
+                let name = var.name.strip_prefix("SPIN_VARIABLE_")?.to_lowercase();
+                Some((name, var.value.clone()?))
+            })
+            .collect();
+        let here = allowed_hosts(&app, set_here);
         for id in &group {
-            for entry in &app.components[id].allowed_outbound_hosts {
-                let chained = host_of(&render_defaults(entry, &app, &|_| None));
-                let Some(callee) = chained.strip_suffix(".spin.internal") else {
-                    continue;
-                };
-                if group.iter().any(|member| member == callee) {
+            for callee in components.iter().filter(|callee| !group.contains(callee)) {
+                let chained = format!("{callee}.spin.internal");
+                if !defaults[id].allows("http", &chained, None) {
                     continue;
                 }
                 across += 1;
-                let host = host_of(&render_defaults(entry, &app, &env));
+                let reached = objects.services.iter().any(|service| {
+                    here[id].allows("http", &name(&service.metadata), None)
+                        && selected_deployment(&objects, service).is_some_and(|target| {
+                            selected_components(container(target)).contains(callee)
+                        })
+                });
                 assert!(
-                    runs(&host, callee),
-                    "{id} in {} calls {callee}, which runs in another Deployment, at {host}: \
+                    reached,
+                    "{id} in {} calls {callee}, which runs in another Deployment: \
                      set the address to a Service that runs {callee}",
                     name(&deployment.metadata)
                 );
@@ -417,36 +420,22 @@ fn calls_between_deployments_go_to_a_service_that_runs_the_callee() {
     assert!(across > 0, "orders calls users across Deployments");
 }
 
-/// The host of an `allowed_outbound_hosts` entry.
-fn host_of(entry: &str) -> String {
-    let address = entry.split_once("://").map_or(entry, |(_, rest)| rest);
-    address
-        .split([':', '/'])
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// `entry` with each `{{ variable }}` replaced by `env`'s value for it or
-/// else the variable's default.
-fn render_defaults(
-    entry: &str,
+/// Each component's `allowed_outbound_hosts` as the host renders and parses
+/// them, with `variables` set as `--variable` would (and a stand-in for the
+/// required secret).
+fn allowed_hosts(
     app: &spindle::manifest::App,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> String {
-    let mut rendered = entry.to_string();
-    for (variable, declared) in &app.variables {
-        let value = env(variable)
-            .or_else(|| declared.default.clone())
-            .unwrap_or_default();
-        for spelling in [
-            format!("{{{{ {variable} }}}}"),
-            format!("{{{{{variable}}}}}"),
-        ] {
-            rendered = rendered.replace(&spelling, &value);
-        }
-    }
-    rendered
+    mut variables: Vec<(String, String)>,
+) -> spindle::capabilities::allowed_hosts::ByComponent {
+    variables.insert(0, ("jwt_secret".into(), "x".repeat(32)));
+    let settings = spindle::capabilities::HostSettings {
+        cli_variables: variables,
+        ..Default::default()
+    };
+    let resolved = spindle::capabilities::variables::AppState::configure(app, &[], &settings)
+        .expect("spin.toml's variables resolve");
+    spindle::capabilities::allowed_hosts::render_all(app, &resolved)
+        .expect("spin.toml's allowed_outbound_hosts parse")
 }
 
 #[test]

@@ -362,19 +362,20 @@ impl Rebuilder {
         let Some(component) = self.app.components.get(id) else {
             return;
         };
-        let wasm = match std::fs::read(&component.source) {
-            Ok(wasm) => wasm,
-            Err(error) => {
-                eprintln!(
-                    "{id}: cannot read {}: {error}; the running version keeps serving",
-                    component.source.display()
-                );
-                return;
-            }
-        };
-        let deployer = self.deployer.clone();
-        let name = id.to_owned();
-        match tokio::task::spawn_blocking(move || deployer.deploy(&name, &wasm)).await {
+        let (deployer, name, source) = (
+            self.deployer.clone(),
+            id.to_owned(),
+            component.source.clone(),
+        );
+        // Reading the wasm and compiling it both block: off the workers.
+        let deployed = tokio::task::spawn_blocking(move || {
+            let wasm = std::fs::read(&source)
+                .map_err(|error| format!("cannot read {}: {error}", source.display()))?;
+            deployer
+                .deploy(&name, &wasm)
+                .map_err(|error| error.to_string())
+        });
+        match deployed.await {
             Ok(Ok(_)) => eprintln!(
                 "Rebuilt and deployed {id} in {:.1}s",
                 started.elapsed().as_secs_f64()
